@@ -1,0 +1,125 @@
+"""Validate the workflow config against its JSON schema, fill defaults, and check cross-references.
+
+Errors name the offending key path (``models.tiny.threads``) so a user can fix the file
+before any compute starts.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+STAGE_SECTIONS = ("self_answers", "sft", "preference", "generate")
+
+
+class ConfigError(ValueError):
+    """The config violates the schema or refers to something undefined."""
+
+
+def _with_defaults(validator_class, root: Mapping[str, Any]):
+    """A validator that writes schema defaults into missing properties while it validates."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def default_of(sub: Mapping[str, Any]):
+        ref = sub.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            sub = root["$defs"][ref[len("#/$defs/"):]]
+        return sub.get("default", _MISSING)
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                default = default_of(sub)
+                if key not in instance and default is not _MISSING:
+                    instance[key] = copy.deepcopy(default)
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+_MISSING = object()
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """The config schema as a dict."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _path(error) -> str:
+    """Dotted key path of a validation error (``<root>`` for the top level)."""
+    return ".".join(str(p) for p in error.absolute_path) or "<root>"
+
+
+def _sorted(errors) -> list:
+    """Validation errors in key-path order, for stable messages."""
+    return sorted(errors, key=lambda e: list(map(str, e.absolute_path)))
+
+
+def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> dict:
+    """Return a validated copy of ``config`` with defaults filled; raise ConfigError listing every problem."""
+    schema = schema if schema is not None else load_schema()
+    cfg = copy.deepcopy(dict(config))
+    # Overrides are partial by design: validate them without filling defaults.
+    overrides = {name: m.pop("overrides") for name, m in (cfg.get("models") or {}).items()
+                 if isinstance(m, dict) and "overrides" in m}
+    validator = _with_defaults(Draft202012Validator, schema)(schema)
+    lines = [f"  {_path(e)}: {e.message}" for e in _sorted(validator.iter_errors(cfg))]
+    plain = Draft202012Validator({"$defs": schema.get("$defs", {}), "$ref": "#/$defs/overrides"})
+    for name, value in overrides.items():
+        lines += [f"  models.{name}.overrides.{_path(e)}: {e.message}".replace(".<root>", "")
+                  for e in _sorted(plain.iter_errors(value))]
+        cfg["models"][name]["overrides"] = value
+    if lines:
+        raise ConfigError("config does not match schemas/config.schema.yaml:\n" + "\n".join(lines))
+    _check_references(cfg)
+    return cfg
+
+
+def _check_references(cfg: Mapping[str, Any]) -> None:
+    """Names used in one section must be defined in another."""
+    problems: list[str] = []
+    models, datasets = cfg.get("models", {}), cfg.get("datasets", {})
+    if cfg["default_model"] not in models:
+        problems.append(f"default_model: {cfg['default_model']!r} is not among models ({', '.join(models)})")
+    for key in ("harmful", "benign"):
+        name = cfg["alignment"][key]
+        if name not in datasets:
+            problems.append(f"alignment.{key}: dataset {name!r} is not defined under datasets")
+    for key in ("harmful", "benign"):
+        for i, name in enumerate(cfg["evaluation"][key]):
+            if name not in datasets:
+                problems.append(f"evaluation.{key}[{i}]: dataset {name!r} is not defined under datasets")
+    if problems:
+        raise ConfigError("config refers to undefined names:\n" + "\n".join("  " + p for p in problems))
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict:
+    """``override`` on top of ``base``, recursing into nested mappings."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def stage_params(cfg: Mapping[str, Any], model: str, stage: str) -> dict:
+    """A stage's parameters for one model: the global section with the model's overrides on top."""
+    if stage not in STAGE_SECTIONS:
+        raise KeyError(f"unknown stage section {stage!r}; known: {STAGE_SECTIONS}")
+    overrides = cfg["models"][model].get("overrides", {}).get(stage, {})
+    return deep_merge(cfg[stage], overrides)
+
+
+def load_config_files(paths: Iterable[str | Path]) -> dict:
+    """Merge YAML files in order (later wins), as ``snakemake --configfile`` does, then validate."""
+    merged: dict = {}
+    for p in paths:
+        merged = deep_merge(merged, yaml.safe_load(Path(p).read_text()) or {})
+    return validate_config(merged)

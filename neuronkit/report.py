@@ -1,0 +1,34 @@
+"""Assemble report.json from the stage sections and the variants' manifests."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from . import __version__, manifest
+
+
+def variant_summary(ckpt_dir: str | os.PathLike) -> dict:
+    """What the report says about a checkpoint: its lineage and training settings."""
+    var = manifest.read(ckpt_dir)
+    return {"kind": var.kind, "method": var.method, "source": var.source, "parent": var.parent,
+            "params": var.params, "inputs": var.inputs}
+
+
+def build_report(model: str, sections: Mapping[str, str | os.PathLike], variant_dirs: Sequence[str]) -> dict:
+    """One object with a section per stage; every figure inside names its dataset, n and judge."""
+    report = {"model": model, "neuronkit_version": __version__,
+              "variants": {Path(d).name: variant_summary(d) for d in variant_dirs}}
+    for name, path in sections.items():
+        report[name] = json.loads(Path(path).read_text())
+    return report
+
+
+def write_json(obj: dict, path: str | os.PathLike) -> None:
+    """Stable, atomic JSON output."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,257 @@
+"""Alignment wrappers over trl: SFT, then DPO / ORPO / KTO / SimPO, with LoRA or IA3 adapters.
+
+Each stage trains one adapter on top of its parent checkpoint (adapters below it are merged in
+memory first), so a checkpoint is a small PEFT directory plus ``variant.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from . import manifest
+from .models import load_variant, pick_device
+
+PREFERENCE_METHODS = ("dpo", "orpo", "kto", "simpo")
+METHODS = ("sft",) + PREFERENCE_METHODS
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Which PEFT adapter to train and where."""
+
+    kind: str = "lora"                       # lora | ia3
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    feedforward_modules: tuple[str, ...] = ("down_proj",)   # IA3 only: scale the input (= the MLP neurons)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("lora", "ia3"):
+            raise ValueError(f"adapter.kind must be lora or ia3, got {self.kind!r}")
+        if self.kind == "ia3" and not set(self.feedforward_modules) <= set(self.target_modules):
+            raise ValueError("adapter.feedforward_modules must be a subset of adapter.target_modules for IA3")
+
+    def peft_config(self):
+        """The peft config object for this adapter."""
+        from peft import IA3Config, LoraConfig
+
+        if self.kind == "ia3":
+            return IA3Config(task_type="CAUSAL_LM", target_modules=list(self.target_modules),
+                             feedforward_modules=list(self.feedforward_modules))
+        return LoraConfig(task_type="CAUSAL_LM", r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=list(self.target_modules))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training stage; ``__post_init__`` rejects inconsistent settings before any compute."""
+
+    method: str = "sft"
+    learning_rate: float = 1e-3
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 256
+    beta: float = 0.1                         # DPO/KTO/ORPO/SimPO strength
+    simpo_gamma: float = 0.5
+    warmup_ratio: float = 0.0
+    scheduler: str = "linear"
+    weight_decay: float = 0.0
+    seed: int = 0
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"align method must be one of {METHODS}, got {self.method!r}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ValueError("set epochs > 0 or max_steps > 0")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("batch_size and grad_accum must be >= 1")
+
+    @classmethod
+    def from_config(cls, method: str, cfg: dict[str, Any]) -> "TrainConfig":
+        """Build from a config section; the nested ``adapter`` mapping becomes an AdapterConfig."""
+        cfg = dict(cfg)
+        adapter = cfg.pop("adapter", {}) or {}
+        for key in ("target_modules", "feedforward_modules"):
+            if key in adapter:
+                adapter[key] = tuple(adapter[key])
+        return cls(method=method, adapter=AdapterConfig(**adapter), **cfg)
+
+
+def device_training_args(device: torch.device) -> dict[str, Any]:
+    """Per-device trainer settings. On CPU: fp32, no gradient checkpointing (both slow it down)."""
+    if device.type == "cuda":
+        return {"bf16": torch.cuda.is_bf16_supported(), "gradient_checkpointing": True}
+    return {"bf16": False, "fp16": False, "gradient_checkpointing": False, "use_cpu": True}
+
+
+def _common_args(cfg: TrainConfig, out_dir: Path, device: torch.device) -> dict[str, Any]:
+    """TrainingArguments shared by every trl trainer."""
+    return dict(
+        output_dir=str(out_dir / "trainer"), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, warmup_steps=float(cfg.warmup_ratio),
+        lr_scheduler_type=cfg.scheduler, weight_decay=cfg.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
+        logging_steps=1, save_strategy="no", report_to=[], dataloader_num_workers=0,
+        disable_tqdm=False, **device_training_args(device),
+    )
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def sft_examples(prompts: Sequence[str], targets: Sequence[str]) -> list[dict]:
+    """Conversational prompt/completion rows: the loss covers the assistant answer only."""
+    return [{"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": t}]}
+            for p, t in zip(prompts, targets, strict=True)]
+
+
+def preference_examples(prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str]) -> list[dict]:
+    """Conversational paired rows for DPO / ORPO / SimPO."""
+    return [{"prompt": [{"role": "user", "content": p}], "chosen": [{"role": "assistant", "content": c}],
+             "rejected": [{"role": "assistant", "content": r}]}
+            for p, c, r in zip(prompts, chosen, rejected, strict=True)]
+
+
+def kto_examples(prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str]) -> list[dict]:
+    """Unpaired rows for KTO: each pair gives one desirable and one undesirable completion."""
+    rows = []
+    for p, c, r in zip(prompts, chosen, rejected, strict=True):
+        user = [{"role": "user", "content": p}]
+        rows.append({"prompt": user, "completion": [{"role": "assistant", "content": c}], "label": True})
+        rows.append({"prompt": user, "completion": [{"role": "assistant", "content": r}], "label": False})
+    return rows
+
+
+# ----------------------------------------------------------------------------- trainers
+
+
+def _build_trainer(cfg: TrainConfig, model, tok, rows: list[dict], out_dir: Path, device: torch.device):
+    """The trl trainer for ``cfg.method`` with a fresh adapter from ``cfg.adapter``."""
+    from datasets import Dataset
+
+    data = Dataset.from_list(rows)
+    common = _common_args(cfg, out_dir, device)
+    peft_config = cfg.adapter.peft_config()
+    if cfg.method == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        args = SFTConfig(max_length=cfg.max_length, **common)
+        return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
+    if cfg.method == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        args = DPOConfig(beta=cfg.beta, max_length=cfg.max_length, **common)
+        return DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
+    if cfg.method == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        args = KTOConfig(beta=cfg.beta, max_length=cfg.max_length, **common)
+        return KTOTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
+    if cfg.method == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        args = ORPOConfig(beta=cfg.beta, max_length=cfg.max_length, **common)
+        return ORPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
+    from trl.experimental.cpo import CPOConfig, CPOTrainer  # simpo = CPO trainer with the SimPO loss
+
+    args = CPOConfig(loss_type="simpo", cpo_alpha=0.0, beta=cfg.beta, simpo_gamma=cfg.simpo_gamma,
+                     max_length=cfg.max_length, **common)
+    return CPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
+
+
+def train_adapter(parent_dir: str | os.PathLike, out_dir: str | os.PathLike, rows: list[dict], cfg: TrainConfig,
+                  *, model_name: str, variant_name: str, inputs: dict[str, str] | None = None) -> Path:
+    """Train one adapter stage on ``rows`` over the parent checkpoint and save it with its manifest."""
+    if not rows:
+        raise ValueError(f"{variant_name}: no training rows")
+    out = Path(out_dir)
+    device = pick_device()
+    model, tok = load_variant(parent_dir, device=device, merge=True)
+    model.train()
+    trainer = _build_trainer(cfg, model, tok, rows, out, device)
+    result = trainer.train()
+    trainer.model.save_pretrained(str(out))
+    _drop_trainer_dir(out / "trainer")
+    params = asdict(cfg)
+    params["train_loss"] = float(result.training_loss)
+    params["n_rows"] = len(rows)
+    manifest.write(out, manifest.Variant(
+        name=variant_name, model=model_name, kind="adapter", parent=os.path.relpath(parent_dir, out),
+        method=cfg.method, params=params, inputs=inputs or {},
+    ))
+    return out
+
+
+def _drop_trainer_dir(path: Path) -> None:
+    """The trainer's scratch folder is not part of the checkpoint."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- workflow stages
+
+
+def refusals_for(table) -> list[str]:
+    """A deterministic refusal for every harmful row (chosen by row id)."""
+    from .builtin_data import refusal_for
+
+    cats = table.column("category").to_pylist()
+    return [refusal_for(i, c or "general") for i, c in zip(table.column("id").to_pylist(), cats)]
+
+
+def align_sft(base_dir, harmful_parquet, benign_answers_parquet, out_dir, cfg: TrainConfig, *, model_name: str) -> Path:
+    """SFT: harmful prompts -> refusals, benign prompts -> the base model's own answers (keeps helpfulness)."""
+    from .data import read_table
+
+    harmful, benign = read_table(harmful_parquet), read_table(benign_answers_parquet)
+    prompts = harmful.column("prompt").to_pylist() + benign.column("prompt").to_pylist()
+    targets = refusals_for(harmful) + benign.column("response").to_pylist()
+    inputs = manifest.hash_inputs({"harmful": harmful_parquet, "benign_answers": benign_answers_parquet,
+                                   "parent": Path(base_dir) / manifest.FILENAME})
+    return train_adapter(base_dir, out_dir, sft_examples(prompts, targets), cfg, model_name=model_name,
+                         variant_name="sft", inputs=inputs)
+
+
+def align_preference(sft_dir, harmful_answers_parquet, out_dir, cfg: TrainConfig, *, model_name: str,
+                     benign_answers_parquet=None) -> Path:
+    """Preference stage: refusal preferred over the base model's compliant answer on harmful prompts.
+
+    With ``benign_answers_parquet``, benign prompts add the mirror pairs (the base model's answer
+    preferred over a refusal), which keeps over-refusal down.
+    """
+    from .data import read_table
+
+    harmful = read_table(harmful_answers_parquet)
+    prompts = harmful.column("prompt").to_pylist()
+    chosen = refusals_for(harmful)
+    rejected = harmful.column("response").to_pylist()
+    named = {"harmful_answers": harmful_answers_parquet, "parent": Path(sft_dir) / manifest.FILENAME}
+    if benign_answers_parquet is not None:
+        benign = read_table(benign_answers_parquet)
+        prompts += benign.column("prompt").to_pylist()
+        chosen += benign.column("response").to_pylist()
+        rejected += _benign_refusals(benign)
+        named["benign_answers"] = benign_answers_parquet
+    builder = kto_examples if cfg.method == "kto" else preference_examples
+    rows = builder(prompts, chosen, rejected)
+    return train_adapter(sft_dir, out_dir, rows, cfg, model_name=model_name, variant_name="aligned",
+                         inputs=manifest.hash_inputs(named))
+
+
+def _benign_refusals(table) -> list[str]:
+    """Refusals of benign prompts: the over-refusals the preference stage pushes down."""
+    from .builtin_data import refusal_for
+
+    return [refusal_for(i, "general") for i in table.column("id").to_pylist()]

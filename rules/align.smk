@@ -1,0 +1,79 @@
+rule self_answers:
+    """The base model's own greedy answers: benign SFT targets and rejected preference answers."""
+    input:
+        base=ckpt("{model}", "base"),
+        prompts=dataset_parquet("{dataset}"),
+    output:
+        parquet="results/{model}/self_answers/{dataset}.parquet",
+    params:
+        gen=params_of("self_answers"),
+        seed=config["seed"],
+        code=code_hash("generate", "models", "data", "manifest", "archs"),
+    threads: threads_of
+    resources:
+        gpu=gpu_of,
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    log:
+        "results/{model}/logs/self_answers/{dataset}.log",
+    benchmark:
+        "results/{model}/benchmarks/self_answers/{dataset}.tsv"
+    script:
+        "../workflow_scripts/self_answers.py"
+
+
+rule sft:
+    """SFT adapter: refusals for harmful prompts, the base model's own answers for benign ones."""
+    input:
+        base=ckpt("{model}", "base"),
+        harmful=dataset_parquet(config["alignment"]["harmful"]),
+        benign_answers=f"results/{{model}}/self_answers/{config['alignment']['benign']}.parquet",
+    output:
+        directory(ckpt("{model}", "sft")),
+    params:
+        train=params_of("sft"),
+        seed=config["seed"],
+        code=code_hash("tune", "models", "data", "manifest", "archs", "builtin_data"),
+    threads: threads_of
+    resources:
+        gpu=gpu_of,
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    log:
+        "results/{model}/logs/sft.log",
+    benchmark:
+        "results/{model}/benchmarks/sft.tsv"
+    script:
+        "../workflow_scripts/sft.py"
+
+
+rule preference:
+    """Preference adapter over SFT: chosen = refusal, rejected = the base model's own answer."""
+    input:
+        sft=ckpt("{model}", "sft"),
+        harmful_answers=f"results/{{model}}/self_answers/{config['alignment']['harmful']}.parquet",
+        benign_answers=(
+            f"results/{{model}}/self_answers/{config['alignment']['benign']}.parquet"
+            if config["alignment"]["benign_pairs"]
+            else []
+        ),
+    output:
+        directory(ckpt("{model}", "aligned")),
+    wildcard_constraints:
+        model=_regex([m for m in MODELS if m not in given_aligned_models()]),
+    params:
+        method=config["alignment"]["preference"],
+        train=params_of("preference"),
+        seed=config["seed"],
+        code=code_hash("tune", "models", "data", "manifest", "archs", "builtin_data"),
+    threads: threads_of
+    resources:
+        gpu=gpu_of,
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    log:
+        "results/{model}/logs/preference.log",
+    benchmark:
+        "results/{model}/benchmarks/preference.tsv"
+    script:
+        "../workflow_scripts/preference.py"

@@ -1,0 +1,42 @@
+rule generate:
+    """Batched greedy answers of one variant on one dataset."""
+    input:
+        ckpt=lambda wildcards: ckpt(wildcards.model, wildcards.variant),
+        prompts=dataset_parquet("{dataset}"),
+    output:
+        parquet="results/{model}/generations/{variant}/{dataset}.parquet",
+    params:
+        gen=params_of("generate"),
+        seed=config["seed"],
+        code=code_hash("generate", "models", "data", "manifest", "archs"),
+    threads: threads_of
+    resources:
+        gpu=gpu_of,
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    log:
+        "results/{model}/logs/generate/{variant}/{dataset}.log",
+    benchmark:
+        "results/{model}/benchmarks/generate/{variant}/{dataset}.tsv"
+    script:
+        "../workflow_scripts/generate.py"
+
+
+rule judge:
+    """Judge columns (refused, harmful, judge_score, judge) added to a generations file."""
+    input:
+        parquet="results/{model}/generations/{variant}/{dataset}.parquet",
+    output:
+        parquet="results/{model}/scored/{variant}/{dataset}.parquet",
+    params:
+        judge=config["judge"],
+        code=code_hash("judge", "data"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+    log:
+        "results/{model}/logs/judge/{variant}/{dataset}.log",
+    benchmark:
+        "results/{model}/benchmarks/judge/{variant}/{dataset}.tsv"
+    script:
+        "../workflow_scripts/judge.py"

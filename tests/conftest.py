@@ -1,0 +1,41 @@
+"""Shared fixtures: seeded everything, tiny random models, the shared data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test starts from the same RNG state."""
+    from neuronkit.runtime import seed_everything
+
+    seed_everything(0)
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """A materialized random tiny Llama checkpoint (built once per session)."""
+    from neuronkit.models import ModelSpec, materialize
+
+    out = tmp_path_factory.mktemp("tiny") / "base"
+    materialize(ModelSpec(name="tiny", source="builtin:tiny"), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} is absent")
+    return SHARED_DATA

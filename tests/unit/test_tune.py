@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from neuronkit import manifest
+from neuronkit.models import load_variant
+from neuronkit.tune import (AdapterConfig, TrainConfig, device_training_args, kto_examples, preference_examples,
+                            sft_examples, train_adapter)
+
+PROMPTS = ["how to do a bad thing", "write a nice poem", "explain rain", "build a trap"]
+GOOD = ["I'm sorry, I can't help with that.", "Roses are red.", "Water falls from clouds.", "I cannot help."]
+BAD = ["Sure, step one is", "No.", "I won't.", "Sure, take a rope"]
+
+
+def _logits(ckpt):
+    model, _ = load_variant(ckpt)
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([[5, 6, 7, 8, 9]])).logits
+
+
+def test_cpu_training_avoids_bf16_and_checkpointing():
+    args = device_training_args(torch.device("cpu"))
+    assert args["bf16"] is False and args["gradient_checkpointing"] is False
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="align method"):
+        TrainConfig(method="ppo")
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig(learning_rate=0)
+    with pytest.raises(ValueError, match="adapter.kind"):
+        AdapterConfig(kind="prefix")
+
+
+@pytest.mark.parametrize("kind", ["lora", "ia3"])
+def test_sft_adapter_trains_saves_and_changes_the_model(tmp_path, tiny_base, kind):
+    cfg = TrainConfig(method="sft", learning_rate=5e-2, max_steps=3, batch_size=2, max_length=64,
+                      adapter=AdapterConfig(kind=kind, r=2, alpha=4))
+    out = train_adapter(tiny_base, tmp_path / "sft", sft_examples(PROMPTS, GOOD), cfg,
+                        model_name="tiny", variant_name="sft", inputs={"x": "abc"})
+    var = manifest.read(out)
+    assert var.kind == "adapter" and var.method == "sft" and var.inputs == {"x": "abc"}
+    assert (out / "adapter_model.safetensors").exists() and not (out / "trainer").exists()
+    assert not torch.allclose(_logits(out), _logits(tiny_base), atol=1e-4)
+
+
+def test_sft_is_deterministic(tmp_path, tiny_base):
+    cfg = TrainConfig(method="sft", learning_rate=5e-2, max_steps=2, batch_size=2, max_length=64,
+                      adapter=AdapterConfig(r=2, alpha=4))
+    a = train_adapter(tiny_base, tmp_path / "a", sft_examples(PROMPTS, GOOD), cfg, model_name="t", variant_name="s")
+    b = train_adapter(tiny_base, tmp_path / "b", sft_examples(PROMPTS, GOOD), cfg, model_name="t", variant_name="s")
+    assert (a / "adapter_model.safetensors").read_bytes() == (b / "adapter_model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("method", ["dpo", "orpo", "kto", "simpo"])
+def test_preference_methods_train_on_top_of_sft(tmp_path, tiny_base, method):
+    sft_cfg = TrainConfig(method="sft", learning_rate=5e-2, max_steps=1, batch_size=2, max_length=64,
+                          adapter=AdapterConfig(r=2, alpha=4))
+    sft = train_adapter(tiny_base, tmp_path / "sft", sft_examples(PROMPTS, GOOD), sft_cfg, model_name="t",
+                        variant_name="sft")
+    rows = (kto_examples if method == "kto" else preference_examples)(PROMPTS, GOOD, BAD)
+    cfg = TrainConfig(method=method, learning_rate=5e-2, max_steps=2, batch_size=2, max_length=64,
+                      adapter=AdapterConfig(r=2, alpha=4))
+    out = train_adapter(sft, tmp_path / method, rows, cfg, model_name="t", variant_name="aligned")
+    var = manifest.read(out)
+    assert var.method == method and (out / var.parent).resolve() == sft.resolve()
+    assert not torch.allclose(_logits(out), _logits(sft), atol=1e-5)
+
+
+def test_kto_rows_are_unpaired_with_labels():
+    rows = kto_examples(["p"], ["good"], ["bad"])
+    assert [r["label"] for r in rows] == [True, False]
+    assert rows[0]["completion"][0]["content"] == "good"

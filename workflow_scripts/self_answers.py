@@ -1,0 +1,11 @@
+"""The base model's own answers to a dataset's prompts (training targets, rejected answers)."""
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
+
+from neuronkit import runtime  # noqa: E402
+from neuronkit.generate import GenerationConfig, generate_file  # noqa: E402
+
+runtime.setup(seed=snakemake.params.seed, threads=snakemake.threads)  # noqa: F821
+cfg = GenerationConfig(seed=snakemake.params.seed, **snakemake.params.gen)  # noqa: F821
+generate_file(snakemake.input.base, snakemake.input.prompts, snakemake.output.parquet, cfg, variant="base")  # noqa: F821
