@@ -1,0 +1,108 @@
+"""End-to-end Snakemake runs of the tiny model: the full DAG, then what reruns after each kind of change."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+COPIED = ["Snakefile", "config.yaml", "rules", "workflow_scripts", "neuronkit", "schemas", "profiles"]
+TARGET = "results/tiny/report.json"
+
+pytestmark = pytest.mark.e2e
+
+
+def _copy_workflow(dest: Path) -> Path:
+    """A private copy of the workflow, so a test can edit its code without touching the repo."""
+    for name in COPIED:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    shutil.copy2(REPO / "tests" / "integration" / "tiny.yaml", dest / "tiny.yaml")
+    return dest
+
+
+def snakemake(wf: Path, *args: str, extra_configs: tuple[Path, ...] = (), check: bool = True):
+    """Run snakemake on the copy with the tiny test sizes (plus any extra config files)."""
+    env = {**os.environ, "PYTHONPATH": str(wf), "HF_HUB_OFFLINE": "1"}
+    configs = [str(wf / "config.yaml"), str(wf / "tiny.yaml"), *map(str, extra_configs)]
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(wf / "Snakefile"), "--directory", str(wf),
+           "--cores", "2", *args, "--configfile", *configs]
+    proc = subprocess.run(cmd, cwd=wf, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def planned_rules(wf: Path, *extra_configs: Path) -> dict[str, int]:
+    """Rule -> job count that a dry run would execute."""
+    proc = snakemake(wf, "-n", TARGET, extra_configs=extra_configs)
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)
+            if m.group(1) != "total"}
+
+
+@pytest.fixture(scope="module")
+def workflow(tmp_path_factory) -> Path:
+    wf = _copy_workflow(tmp_path_factory.mktemp("wf"))
+    snakemake(wf, TARGET)
+    return wf
+
+
+def test_report_has_figures_with_dataset_n_and_judge(workflow):
+    report = json.loads((workflow / TARGET).read_text())
+    assert report["model"] == "tiny"
+    assert set(report["variants"]) == {"base", "aligned"}
+    assert report["variants"]["aligned"]["method"] == "dpo"
+    figures = report["evaluation"]["figures"]
+    assert {(f["variant"], f["dataset"]) for f in figures} == {
+        (v, d) for v in ("base", "aligned") for d in ("harmful_test", "benign_test")}
+    for fig in figures:
+        assert fig["n"] == 6 and fig["judge"] == "refusal_matcher" and 0 <= fig["value"] <= 100
+        assert fig["metric"] == ("harmful_score" if fig["dataset"] == "harmful_test" else "over_refusal")
+
+
+def test_checkpoints_are_adapters_with_manifests_and_no_pickles(workflow):
+    ckpts = workflow / "results" / "tiny" / "checkpoints"
+    for variant in ("sft", "aligned"):
+        man = json.loads((ckpts / variant / "variant.json").read_text())
+        assert man["kind"] == "adapter" and man["inputs"]
+        assert (ckpts / variant / "adapter_model.safetensors").exists()
+    assert not list(ckpts.rglob("*.bin")) and not list(ckpts.rglob("*.pt"))
+
+
+def test_second_run_does_nothing(workflow):
+    assert planned_rules(workflow) == {}
+
+
+def test_generation_change_reruns_generation_not_alignment(workflow, tmp_path):
+    override = tmp_path / "gen.yaml"
+    override.write_text("models: {tiny: {overrides: {generate: {max_new_tokens: 5}}}}\n")
+    plan = planned_rules(workflow, override)
+    assert plan.get("generate") == 4 and plan.get("judge") == 4 and plan.get("report") == 1
+    assert not {"sft", "preference", "self_answers", "materialize"} & set(plan)
+
+
+def test_code_change_reruns_the_rules_using_it(workflow):
+    judge_py = workflow / "neuronkit" / "judge.py"
+    original = judge_py.read_text()
+    judge_py.write_text(original + "\n# a change\n")
+    try:
+        plan = planned_rules(workflow)
+    finally:
+        judge_py.write_text(original)
+    assert plan.get("judge") == 4 and plan.get("evaluation_section") == 1 and plan.get("report") == 1
+    assert "generate" not in plan and "sft" not in plan
+    assert planned_rules(workflow) == {}
