@@ -21,6 +21,7 @@ pytestmark = pytest.mark.e2e
 
 def _copy_workflow(dest: Path) -> Path:
     """A private copy of the workflow, so a test can edit its code without touching the repo."""
+    dest.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         src = REPO / name
         if src.is_dir():
@@ -106,3 +107,18 @@ def test_code_change_reruns_the_rules_using_it(workflow):
     assert plan.get("judge") == 4 and plan.get("evaluation_section") == 1 and plan.get("report") == 1
     assert "generate" not in plan and "sft" not in plan
     assert planned_rules(workflow) == {}
+
+
+def test_llama3_dry_run_builds_the_full_dag_offline(tmp_path):
+    wf = _copy_workflow(tmp_path / "wf")
+    env = {**os.environ, "PYTHONPATH": str(wf), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--snakefile", str(wf / "Snakefile"),
+                           "--directory", str(wf), "results/llama3/report.json"],
+                          cwd=wf, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    for rule in ("materialize", "self_answers", "sft", "preference", "generate", "judge", "report"):
+        assert re.search(rf"^{rule}\s+\d+", out, re.M), rule
+    sft_block = out.split("rule sft:", 1)[1].split("\n\n", 1)[0]
+    assert "gpu=1" in sft_block
+    assert not (wf / "results").exists()

@@ -53,8 +53,8 @@ def test_row_fields_and_ids(kind, func, categories, prefix):
             assert set(row) == {"id", "prompt", "category", "template"}
             assert all(isinstance(v, str) and v for v in row.values())
             assert row["id"] == f"{kind}-{split}-{i:04d}"
-            assert re.fullmatch(rf"{prefix}\d\d", row["template"])
-            assert row["prompt"][0].isupper() and "{" not in row["prompt"] and "  " not in row["prompt"]
+            assert re.fullmatch(r"[hb]_t\d\d", row["template"])
+            assert (row["prompt"][0].isupper() or row["prompt"][0].isdigit()) and "{" not in row["prompt"] and "  " not in row["prompt"]
 
 
 @pytest.mark.parametrize("kind, func, categories, prefix", KINDS)
@@ -180,3 +180,13 @@ def test_bad_split_raises_value_error(func, bad):
     message = str(info.value)
     assert repr(bad) in message
     assert all(split in message for split in SPLITS)
+
+
+def test_both_sets_share_every_frame_of_a_split():
+    """Frames carry no label: a model has to read the task to tell harmful from benign."""
+    for split in SPLITS:
+        harmful = {r["template"] for r in harmful_requests(split)}
+        benign = {r["template"] for r in benign_instructions(split)}
+        assert harmful == benign and len(harmful) == 10
+        head = harmful_requests(split)[:48]
+        assert {r["template"][0] for r in head} == {"h", "b"}

@@ -1,0 +1,55 @@
+"""Bad inputs fail before compute, with messages that name the field, file or row; nothing partial is left."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .test_workflow_tiny import _copy_workflow, snakemake
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def wf(tmp_path):
+    return _copy_workflow(tmp_path / "wf")
+
+
+def _fail(wf, target, config_text):
+    extra = wf / "bad.yaml"
+    extra.write_text(config_text)
+    proc = snakemake(wf, target, extra_configs=(extra,), check=False)
+    assert proc.returncode != 0
+    return proc.stdout + proc.stderr
+
+
+def test_schema_violation_stops_before_any_job(wf):
+    out = _fail(wf, "results/tiny/report.json", "models: {tiny: {threads: 0}}\n")
+    assert "models.tiny.threads: 0 is less than the minimum of 1" in out
+    assert not (wf / "results").exists()
+
+
+def test_dataset_missing_a_mapped_column_names_file_and_column(wf):
+    (wf / "bad.csv").write_text("question,answer\nhow?,so\n")
+    out = _fail(wf, "results/data/bad.parquet",
+                "datasets: {bad: {source: bad.csv, columns: {prompt: goal}, label: harmful}}\n")
+    assert "goal" in out and "bad.csv" in out and "question" in out
+    assert not (wf / "results" / "data" / "bad.parquet").exists()
+
+
+def test_empty_dataset_is_an_error(wf):
+    (wf / "empty.csv").write_text("goal\n")
+    out = _fail(wf, "results/data/empty.parquet",
+                "datasets: {empty: {source: empty.csv, columns: {prompt: goal}, label: harmful}}\n")
+    assert "empty" in out.lower() and "empty.csv" in out
+    assert not (wf / "results" / "data" / "empty.parquet").exists()
+
+
+def test_unknown_architecture_is_refused_before_loading_weights(wf):
+    model_dir = wf / "gpt2model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 1}))
+    out = _fail(wf, "results/weird/checkpoints/base", f"models: {{weird: {{source: {model_dir}}}}}\n")
+    assert "unknown model architecture 'gpt2'" in out
+    assert not (wf / "results" / "weird" / "checkpoints" / "base").exists()

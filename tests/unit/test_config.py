@@ -1,0 +1,71 @@
+import copy
+
+import pytest
+import yaml
+
+from neuronkit.config import ConfigError, deep_merge, load_config_files, stage_params, validate_config
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def cfg():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_shipped_config_is_valid_and_gets_defaults(cfg):
+    valid = validate_config(cfg)
+    assert valid["judge"]["kind"] == "refusal"
+    assert valid["models"]["smollm2"]["trust_remote_code"] is False
+    assert valid["models"]["llama3"]["resources"]["gpu"] == 1
+    assert valid["datasets"]["harmful_test"]["shuffle_seed"] is None
+
+
+def test_unknown_key_is_named_with_its_path(cfg):
+    cfg["models"]["tiny"]["treads"] = 2
+    with pytest.raises(ConfigError, match=r"models\.tiny: Additional properties are not allowed \('treads'"):
+        validate_config(cfg)
+
+
+def test_wrong_type_is_named_with_its_path(cfg):
+    cfg["generate"]["max_new_tokens"] = "many"
+    with pytest.raises(ConfigError, match=r"generate\.max_new_tokens: 'many' is not of type 'integer'"):
+        validate_config(cfg)
+
+
+def test_bad_override_is_reported_without_defaults_leaking(cfg):
+    cfg["models"]["tiny"]["overrides"]["sft"]["lr"] = 1
+    with pytest.raises(ConfigError, match=r"models\.tiny\.overrides\.sft: Additional properties.*'lr'"):
+        validate_config(cfg)
+
+
+def test_overrides_merge_over_global_stage_values(cfg):
+    valid = validate_config(cfg)
+    sft = stage_params(valid, "tiny", "sft")
+    assert sft["batch_size"] == 4 and sft["learning_rate"] == valid["sft"]["learning_rate"]
+    assert sft["adapter"]["r"] == valid["sft"]["adapter"]["r"]
+
+
+def test_undefined_dataset_reference_is_named(cfg):
+    cfg["evaluation"] = {"harmful": ["harmful_test", "nope"]}
+    with pytest.raises(ConfigError, match=r"evaluation\.harmful\[1\]: dataset 'nope' is not defined"):
+        validate_config(cfg)
+
+
+def test_default_model_must_exist(cfg):
+    cfg["default_model"] = "gpt5"
+    with pytest.raises(ConfigError, match="default_model: 'gpt5' is not among models"):
+        validate_config(cfg)
+
+
+def test_validation_does_not_mutate_input(cfg):
+    before = copy.deepcopy(cfg)
+    validate_config(cfg)
+    assert cfg == before
+
+
+def test_config_files_merge_in_order(tmp_path):
+    extra = tmp_path / "x.yaml"
+    extra.write_text("generate: {max_new_tokens: 7}\n")
+    merged = load_config_files([REPO / "config.yaml", extra])
+    assert merged["generate"]["max_new_tokens"] == 7 and merged["generate"]["batch_size"] == 16
+    assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
