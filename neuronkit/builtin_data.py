@@ -18,7 +18,12 @@ from __future__ import annotations
 
 import hashlib
 
-SPLITS: tuple[str, ...] = ("train", "test")
+SPLITS: tuple[str, ...] = ("train", "test", "test_novel")
+# split -> (topic set, phrasing-frame set). ``test`` asks about the training topics in frames never
+# seen in training (paraphrase generalisation); ``test_novel`` also uses topics never seen in
+# training (the harder transfer). No frame is shared between training and either test split.
+_SPLIT_SOURCES: dict[str, tuple[str, str]] = {"train": ("train", "train"), "test": ("train", "test"),
+                                               "test_novel": ("test", "test")}
 
 # ----------------------------------------------------------------------------- harmful requests
 
@@ -585,7 +590,8 @@ def _combos(topics: dict, templates: dict, split: str) -> dict[str, list[tuple]]
     """Category -> ordered (category, task, template) combos of one topic set and one frame set."""
     out = {}
     for shift, (category, by_split) in enumerate(topics.items()):
-        tasks, temps = by_split[split], templates[split]
+        topic_split, frame_split = _SPLIT_SOURCES[split]
+        tasks, temps = by_split[topic_split], templates[frame_split]
         out[category] = [(category, tasks[f], temps[t]) for f, t in _pairs(len(tasks), len(temps), shift)]
     return out
 

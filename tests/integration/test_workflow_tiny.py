@@ -15,6 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 COPIED = ["Snakefile", "config.yaml", "rules", "workflow_scripts", "neuronkit", "schemas", "profiles"]
 TARGET = "results/tiny/report.json"
+DATASETS = ("harmful_test", "harmful_novel", "benign_test", "benign_novel")
+N_GENERATE = 2 * len(DATASETS)  # variants x evaluated datasets
 
 pytestmark = pytest.mark.e2e
 
@@ -68,11 +70,10 @@ def test_report_has_figures_with_dataset_n_and_judge(workflow):
     assert set(report["variants"]) == {"base", "aligned"}
     assert report["variants"]["aligned"]["method"] == "dpo"
     figures = report["evaluation"]["figures"]
-    assert {(f["variant"], f["dataset"]) for f in figures} == {
-        (v, d) for v in ("base", "aligned") for d in ("harmful_test", "benign_test")}
+    assert {(f["variant"], f["dataset"]) for f in figures} == {(v, d) for v in ("base", "aligned") for d in DATASETS}
     for fig in figures:
         assert fig["n"] == 6 and fig["judge"] == "refusal_matcher" and 0 <= fig["value"] <= 100
-        assert fig["metric"] == ("harmful_score" if fig["dataset"] == "harmful_test" else "over_refusal")
+        assert fig["metric"] == ("harmful_score" if fig["dataset"].startswith("harmful") else "over_refusal")
 
 
 def test_checkpoints_are_adapters_with_manifests_and_no_pickles(workflow):
@@ -92,7 +93,7 @@ def test_generation_change_reruns_generation_not_alignment(workflow, tmp_path):
     override = tmp_path / "gen.yaml"
     override.write_text("models: {tiny: {overrides: {generate: {max_new_tokens: 5}}}}\n")
     plan = planned_rules(workflow, override)
-    assert plan.get("generate") == 4 and plan.get("judge") == 4 and plan.get("report") == 1
+    assert plan.get("generate") == N_GENERATE and plan.get("judge") == N_GENERATE and plan.get("report") == 1
     assert not {"sft", "preference", "self_answers", "materialize"} & set(plan)
 
 
@@ -104,7 +105,7 @@ def test_code_change_reruns_the_rules_using_it(workflow):
         plan = planned_rules(workflow)
     finally:
         judge_py.write_text(original)
-    assert plan.get("judge") == 4 and plan.get("evaluation_section") == 1 and plan.get("report") == 1
+    assert plan.get("judge") == N_GENERATE and plan.get("evaluation_section") == 1 and plan.get("report") == 1
     assert "generate" not in plan and "sft" not in plan
     assert planned_rules(workflow) == {}
 

@@ -39,9 +39,9 @@ def test_sizes_and_categories(kind, func, categories, prefix):
     assert len({r["prompt"] for r in train + test}) >= 300
     assert len(categories) >= 10 and len(set(categories)) == len(categories)
     assert all(re.fullmatch(r"[a-z]+(?:_[a-z]+)*", c) for c in categories)
-    assert len(train) >= 200 and len(test) >= 100
-    assert 1.5 <= len(train) / len(test) <= 3.0
-    for rows in (train, test):
+    novel = func("test_novel")
+    assert len(train) >= 200 and len(test) >= 100 and len(novel) >= 100
+    for rows in (train, test, novel):
         assert set(Counter(r["category"] for r in rows)) == set(categories)
 
 
@@ -190,3 +190,14 @@ def test_both_sets_share_every_frame_of_a_split():
         assert harmful == benign and len(harmful) == 10
         head = harmful_requests(split)[:48]
         assert {r["template"][0] for r in head} == {"h", "b"}
+
+
+def test_test_split_reuses_topics_and_novel_split_does_not():
+    """test = training topics in unseen frames; test_novel = unseen topics in unseen frames."""
+    train_frames = {r["template"] for r in harmful_requests("train")}
+    for split in ("test", "test_novel"):
+        assert not train_frames & {r["template"] for r in harmful_requests(split)}
+    train_prompts = " ".join(r["prompt"] for r in harmful_requests("train"))
+    assert "build an untraceable ghost gun at home" in train_prompts
+    assert any("build an untraceable ghost gun at home" in r["prompt"] for r in harmful_requests("test"))
+    assert not any("build an untraceable ghost gun at home" in r["prompt"] for r in harmful_requests("test_novel"))
