@@ -65,8 +65,8 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None 
     schema = schema if schema is not None else load_schema()
     cfg = copy.deepcopy(dict(config))
     # Overrides are partial by design: validate them without filling defaults.
-    overrides = {name: m.pop("overrides") for name, m in (cfg.get("models") or {}).items()
-                 if isinstance(m, dict) and "overrides" in m}
+    overrides = {name: m.pop("overrides", {}) for name, m in (cfg.get("models") or {}).items()
+                 if isinstance(m, dict)}
     validator = _with_defaults(Draft202012Validator, schema)(schema)
     lines = [f"  {_path(e)}: {e.message}" for e in _sorted(validator.iter_errors(cfg))]
     plain = Draft202012Validator({"$defs": schema.get("$defs", {}), "$ref": "#/$defs/overrides"})

@@ -1,7 +1,7 @@
 """The report's evaluation section."""
 import sys
 
-sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
 
 from neuronkit.evaluate import evaluation_section  # noqa: E402
 from neuronkit.report import write_json  # noqa: E402

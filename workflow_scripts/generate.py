@@ -1,7 +1,7 @@
 """Answers of one variant on one dataset."""
 import sys
 
-sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
 
 from neuronkit import runtime  # noqa: E402
 from neuronkit.generate import GenerationConfig, generate_file  # noqa: E402

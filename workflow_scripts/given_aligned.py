@@ -1,7 +1,7 @@
 """Aligned checkpoint given in config: a manifest pointing at the hub id or path."""
 import sys
 
-sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
 
 from neuronkit.models import ModelSpec, materialize_reference  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Add judge columns to a generations file."""
 import sys
 
-sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
 
 from neuronkit.judge import judge_file  # noqa: E402
 

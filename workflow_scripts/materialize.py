@@ -1,7 +1,7 @@
 """Base checkpoint of a model: builtins to safetensors, hub ids and paths to a manifest."""
 import sys
 
-sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
 
 from neuronkit import runtime  # noqa: E402
 from neuronkit.models import ModelSpec, materialize  # noqa: E402

@@ -1,7 +1,7 @@
 """Prepare one configured dataset into the common Parquet schema."""
 import sys
 
-sys.stderr = open(snakemake.log[0], "w")  # noqa: F821  (before heavy imports)
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821  (before heavy imports)
 
 from neuronkit.data import DatasetSpec, load_dataset, write_table  # noqa: E402
 

@@ -1,7 +1,7 @@
 """report.json from the stage sections."""
 import sys
 
-sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
 
 from neuronkit.report import build_report, write_json  # noqa: E402
 

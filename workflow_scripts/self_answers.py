@@ -1,7 +1,7 @@
 """The base model's own answers to a dataset's prompts (training targets, rejected answers)."""
 import sys
 
-sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
 
 from neuronkit import runtime  # noqa: E402
 from neuronkit.generate import GenerationConfig, generate_file  # noqa: E402

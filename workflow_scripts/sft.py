@@ -1,7 +1,7 @@
 """SFT adapter over the base checkpoint."""
 import sys
 
-sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
 
 from neuronkit import runtime  # noqa: E402
 from neuronkit.tune import TrainConfig, align_sft  # noqa: E402

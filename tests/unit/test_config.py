@@ -69,3 +69,13 @@ def test_config_files_merge_in_order(tmp_path):
     merged = load_config_files([REPO / "config.yaml", extra])
     assert merged["generate"]["max_new_tokens"] == 7 and merged["generate"]["batch_size"] == 16
     assert deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
+
+
+def test_model_without_overrides_gets_the_global_stage_values(cfg):
+    """Regression: schema defaults must never fill a model's overrides and shadow the global section."""
+    assert "overrides" not in cfg["models"]["smollm2"]
+    valid = validate_config(cfg)
+    assert valid["models"]["smollm2"]["overrides"] == {}
+    for stage in ("sft", "preference", "generate", "self_answers"):
+        assert stage_params(valid, "smollm2", stage) == valid[stage]
+    assert stage_params(valid, "smollm2", "sft")["learning_rate"] == cfg["sft"]["learning_rate"]
