@@ -204,11 +204,11 @@ def _drop_trainer_dir(path: Path) -> None:
 # ----------------------------------------------------------------------------- workflow stages
 
 
-def refusals_for(table) -> list[str]:
-    """A deterministic refusal for every harmful row (chosen by row id)."""
+def refusals_for(table, category: str | None = None) -> list[str]:
+    """A deterministic refusal for every row (chosen by row id; by the row's category unless one is given)."""
     from .builtin_data import refusal_for
 
-    cats = table.column("category").to_pylist()
+    cats = [category] * table.num_rows if category else table.column("category").to_pylist()
     return [refusal_for(i, c or "general") for i, c in zip(table.column("id").to_pylist(), cats)]
 
 
@@ -243,16 +243,9 @@ def align_preference(sft_dir, harmful_answers_parquet, out_dir, cfg: TrainConfig
         benign = read_table(benign_answers_parquet)
         prompts += benign.column("prompt").to_pylist()
         chosen += benign.column("response").to_pylist()
-        rejected += _benign_refusals(benign)
+        rejected += refusals_for(benign, category="general")  # the over-refusals to push down
         named["benign_answers"] = benign_answers_parquet
     builder = kto_examples if cfg.method == "kto" else preference_examples
     rows = builder(prompts, chosen, rejected)
     return train_adapter(sft_dir, out_dir, rows, cfg, model_name=model_name, variant_name="aligned",
                          inputs=manifest.hash_inputs(named))
-
-
-def _benign_refusals(table) -> list[str]:
-    """Refusals of benign prompts: the over-refusals the preference stage pushes down."""
-    from .builtin_data import refusal_for
-
-    return [refusal_for(i, "general") for i in table.column("id").to_pylist()]

@@ -11,7 +11,7 @@ rule self_answers:
         code=code_hash("generate", "models", "data", "manifest", "archs"),
     threads: threads_of
     resources:
-        gpu=gpu_of,
+        gpu=res("gpu"),
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
     log:
@@ -36,7 +36,7 @@ rule sft:
         code=code_hash("tune", "models", "data", "manifest", "archs", "builtin_data"),
     threads: threads_of
     resources:
-        gpu=gpu_of,
+        gpu=res("gpu"),
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
     log:
@@ -68,7 +68,7 @@ rule preference:
         code=code_hash("tune", "models", "data", "manifest", "archs", "builtin_data"),
     threads: threads_of
     resources:
-        gpu=gpu_of,
+        gpu=res("gpu"),
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
     log:

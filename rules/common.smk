@@ -56,10 +56,6 @@ def res(key):
     return lambda wildcards: model_cfg(wildcards.model)["resources"][key]
 
 
-def gpu_of(wildcards):
-    return model_cfg(wildcards.model)["resources"]["gpu"]
-
-
 def params_of(stage):
     """A params callable: the stage section with the model's overrides merged in."""
     return lambda wildcards: stage_params(config, wildcards.model, stage)

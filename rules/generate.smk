@@ -11,7 +11,7 @@ rule generate:
         code=code_hash("generate", "models", "data", "manifest", "archs"),
     threads: threads_of
     resources:
-        gpu=gpu_of,
+        gpu=res("gpu"),
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
     log:
