@@ -19,7 +19,10 @@ class UnsupportedArchitectureError(ValueError):
 class ArchSpec:
     """Module names of one decoder family (dotted paths relative to the causal-LM model)."""
 
+    decoder: str = "model"
     layers: str = "model.layers"
+    final_norm: str = "model.norm"
+    lm_head: str = "lm_head"
     mlp: str = "mlp"
     gate: str = "gate_proj"
     up: str = "up_proj"
@@ -59,6 +62,39 @@ def arch_for(model_type: str) -> ArchSpec:
 def check_supported(config) -> ArchSpec:
     """Validate a transformers config (before any weights load)."""
     return arch_for(getattr(config, "model_type", None) or "<missing model_type>")
+
+
+MODULES = ("mlp", "q", "k", "v", "o")
+
+
+def head_dim(config) -> int:
+    """Per-head width: the config's ``head_dim`` when set, else hidden / heads."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def site_sizes(config) -> dict[str, int]:
+    """Neurons per layer of each site: MLP units and the q/k/v/o projection dimensions."""
+    check_supported(config)
+    d = head_dim(config)
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return {
+        "mlp": config.intermediate_size,
+        "q": config.num_attention_heads * d,
+        "k": kv_heads * d,
+        "v": kv_heads * d,
+        "o": config.num_attention_heads * d,
+    }
+
+
+def model_shape(config) -> dict:
+    """What a neuron index must match to be applied to a model."""
+    return {"model_type": config.model_type, "num_layers": config.num_hidden_layers, "sites": site_sizes(config)}
+
+
+def submodule(model: torch.nn.Module, part: str) -> torch.nn.Module:
+    """A named top-level part (decoder, final_norm, lm_head) of a causal LM."""
+    base = _unwrap(model)
+    return base.get_submodule(getattr(check_supported(base.config), part))
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
