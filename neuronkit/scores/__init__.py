@@ -1,0 +1,1 @@
+"""Neuron scoring methods; each returns a neuronkit.neurons.NeuronIndex."""
