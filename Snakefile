@@ -14,6 +14,8 @@ include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/align.smk"
 include: "rules/generate.smk"
+include: "rules/neurons.smk"
+include: "rules/patching.smk"
 include: "rules/report.smk"
 
 

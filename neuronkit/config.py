@@ -14,7 +14,7 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
-STAGE_SECTIONS = ("self_answers", "sft", "preference", "generate")
+STAGE_SECTIONS = ("self_answers", "sft", "preference", "generate", "contrast", "patching", "safeguard")
 
 
 class ConfigError(ValueError):
@@ -90,12 +90,24 @@ def _check_references(cfg: Mapping[str, Any]) -> None:
         name = cfg["alignment"][key]
         if name not in datasets:
             problems.append(f"alignment.{key}: dataset {name!r} is not defined under datasets")
-    for key in ("harmful", "benign"):
-        for i, name in enumerate(cfg["evaluation"][key]):
-            if name not in datasets:
-                problems.append(f"evaluation.{key}[{i}]: dataset {name!r} is not defined under datasets")
+    for where, name in _dataset_references(cfg):
+        if name is not None and name not in datasets:
+            problems.append(f"{where}: dataset {name!r} is not defined under datasets")
+    c = cfg["contrast"]
+    if c["aligned"] == c["unaligned"]:
+        problems.append(f"contrast.aligned and contrast.unaligned are both {c['aligned']!r}; they must differ")
     if problems:
         raise ConfigError("config refers to undefined names:\n" + "\n".join("  " + p for p in problems))
+
+
+def _dataset_references(cfg: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """Every (config path, dataset name) that must name a defined dataset."""
+    refs = [(f"evaluation.{key}[{i}]", name) for key in ("harmful", "benign")
+            for i, name in enumerate(cfg["evaluation"][key])]
+    refs += [("contrast.dataset", cfg["contrast"]["dataset"]), ("patching.ppl_dataset", cfg["patching"]["ppl_dataset"])]
+    refs += [(f"patching.datasets[{i}]", n) for i, n in enumerate(cfg["patching"]["datasets"])]
+    refs += [(f"safeguard.{key}[{i}]", n) for key in ("train", "test") for i, n in enumerate(cfg["safeguard"][key])]
+    return refs
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict:

@@ -52,3 +52,97 @@ def evaluation_section(scored_paths: Sequence[str], labels: Mapping[str, str]) -
     for fig in figures:
         summary.setdefault(fig["variant"], {}).setdefault(fig["metric"], {})[fig["dataset"]] = fig["value"]
     return {"figures": figures, "summary": summary}
+
+
+def restore_ratio(f_patched: float, f_unaligned: float, f_aligned: float) -> float | None:
+    """``R = (F(patched) - F(U)) / (F(A) - F(U))``: 1 = the aligned model's safety, 0 = none restored."""
+    gap = f_aligned - f_unaligned
+    return None if gap == 0 else round((f_patched - f_unaligned) / gap, 4)
+
+
+def mcnemar_exact(flags_x: Sequence[bool], flags_y: Sequence[bool]) -> dict:
+    """Exact two-sided McNemar test on paired binary outcomes (the same prompts under two conditions)."""
+    if len(flags_x) != len(flags_y):
+        raise ValueError(f"paired test needs equal lengths, got {len(flags_x)} and {len(flags_y)}")
+    only_x = sum(1 for a, b in zip(flags_x, flags_y) if a and not b)
+    only_y = sum(1 for a, b in zip(flags_x, flags_y) if b and not a)
+    n = only_x + only_y
+    tail = sum(math.comb(n, i) for i in range(min(only_x, only_y) + 1)) / 2 ** n if n else 1.0
+    return {"test": "mcnemar_exact", "only_first": only_x, "only_second": only_y, "p_value": round(min(1.0, 2 * tail), 6)}
+
+
+def _flags_by_id(table, column: str) -> dict[str, bool]:
+    return dict(zip(table.column("id").to_pylist(), table.column(column).to_pylist()))
+
+
+def _neuron_count(table) -> int:
+    """The k recorded in a patched generations file (``value:selection:k=N:mode``)."""
+    fields = dict(f.split("=", 1) for f in table.column("intervention")[0].as_py().split(":") if "=" in f)
+    return int(fields["k"])
+
+
+def restore_section(unaligned: str, aligned: str, patched: Mapping[str, Mapping[str, Mapping[str, str]]]) -> dict:
+    """R(k) for safety and random neurons per dataset, with paired tests across prompts.
+
+    ``patched[dataset][selection][k] = scored parquet``; ``unaligned``/``aligned`` are path templates
+    with ``{dataset}``.
+    """
+    from .data import read_table
+
+    curves = []
+    for dataset, by_selection in patched.items():
+        u_tab, a_tab = read_table(unaligned.format(dataset=dataset)), read_table(aligned.format(dataset=dataset))
+        judge = u_tab.column("judge")[0].as_py()
+        u_flags, a_flags = _flags_by_id(u_tab, "harmful"), _flags_by_id(a_tab, "harmful")
+        ids = list(u_flags)
+        f_u = 100 * sum(u_flags.values()) / len(ids)
+        f_a = 100 * sum(a_flags[i] for i in ids) / len(ids)
+        for label in next(iter(by_selection.values())):
+            point = {"dataset": dataset, "judge": judge, "n": len(ids), "k": label,
+                     "harmful_unaligned": round(f_u, 2), "harmful_aligned": round(f_a, 2)}
+            flags = {}
+            for selection, by_k in by_selection.items():
+                tab = read_table(by_k[label])
+                point["neurons"] = _neuron_count(tab)
+                flags[selection] = [_flags_by_id(tab, "harmful")[i] for i in ids]
+                f_p = 100 * sum(flags[selection]) / len(ids)
+                point[f"harmful_{selection}"] = round(f_p, 2)
+                point[f"restore_{selection}"] = restore_ratio(f_p, f_u, f_a)
+                point[f"vs_unaligned_{selection}"] = mcnemar_exact(flags[selection], [u_flags[i] for i in ids])
+            if "safety" in flags and "random" in flags:
+                point["safety_vs_random"] = mcnemar_exact(flags["safety"], flags["random"])
+            curves.append(point)
+    return {"metric": "harmful_score", "unit": "%", "points": curves,
+            "definition": "R = (F(patched) - F(U)) / (F(A) - F(U)); F = harmful score; paired exact McNemar tests"}
+
+
+def perplexity(model, tok, texts: Sequence[str], contexts: Sequence[str] | None = None, batch_size: int = 8) -> dict:
+    """Token-level perplexity of ``texts`` (optionally after a context whose tokens are not scored)."""
+    import torch
+
+    device = next(model.parameters()).device
+    total_nll, total_tokens = 0.0, 0
+    contexts = contexts or [""] * len(texts)
+    for start in range(0, len(texts), batch_size):
+        rows = []
+        for ctx, text in zip(contexts[start:start + batch_size], texts[start:start + batch_size]):
+            c = tok(ctx, add_special_tokens=False)["input_ids"] if ctx else []
+            t = tok(text, add_special_tokens=False)["input_ids"]
+            rows.append((c + t, len(c)))
+        width = max(len(ids) for ids, _ in rows)
+        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        labels = torch.full_like(ids, -100)
+        for i, (row, n_ctx) in enumerate(rows):
+            ids[i, :len(row)] = torch.tensor(row)
+            attn[i, :len(row)] = 1
+            labels[i, max(n_ctx, 1):len(row)] = ids[i, max(n_ctx, 1):len(row)]
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], -1)
+        target = labels[:, 1:].to(device)
+        valid = target != -100
+        nll = -logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)[valid]
+        total_nll += float(nll.sum())
+        total_tokens += int(valid.sum())
+    return {"perplexity": round(math.exp(total_nll / max(total_tokens, 1)), 4), "tokens": total_tokens, "texts": len(texts)}

@@ -67,18 +67,24 @@ def generate_responses(model, tok, prompts: Sequence[str], cfg: GenerationConfig
 def generate_file(ckpt_dir, prompts_parquet, out_parquet, cfg: GenerationConfig, *, variant: str,
                   intervention: str = "none") -> None:
     """Generations artifact: ``id, prompt, response, variant, intervention`` (+ label, category)."""
-    import pyarrow as pa
-
-    from .data import read_table, write_table
+    from .data import read_table
     from .models import load_variant
 
     table = read_table(prompts_parquet)
     model, tok = load_variant(ckpt_dir)
-    prompts = table.column("prompt").to_pylist()
-    responses = generate_responses(model, tok, prompts, cfg, desc=f"generate {variant}")
-    n = len(prompts)
+    responses = generate_responses(model, tok, table.column("prompt").to_pylist(), cfg, desc=f"generate {variant}")
+    write_generations(table, responses, out_parquet, variant=variant, intervention=intervention)
+
+
+def write_generations(table, responses: Sequence[str], out_parquet, *, variant: str, intervention: str) -> None:
+    """The generations schema, shared by plain and patched generation."""
+    import pyarrow as pa
+
+    from .data import write_table
+
+    n = table.num_rows
     out = pa.table({
-        "id": table.column("id"), "prompt": table.column("prompt"), "response": pa.array(responses, pa.string()),
+        "id": table.column("id"), "prompt": table.column("prompt"), "response": pa.array(list(responses), pa.string()),
         "variant": pa.array([variant] * n, pa.string()), "intervention": pa.array([intervention] * n, pa.string()),
         "label": table.column("label"), "category": table.column("category"),
     })

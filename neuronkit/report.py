@@ -32,3 +32,28 @@ def write_json(obj: dict, path: str | os.PathLike) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def plot_restore_curve(section: dict, out_png) -> None:
+    """R(k) for safety vs random neurons, one line pair per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for dataset in sorted({p["dataset"] for p in section["points"]}):
+        pts = sorted((p for p in section["points"] if p["dataset"] == dataset), key=lambda p: p["neurons"])
+        xs = [p["neurons"] for p in pts]
+        for selection, style in (("safety", "-o"), ("random", "--s")):
+            ys = [p.get(f"restore_{selection}") for p in pts]
+            ax.plot(xs, [float("nan") if y is None else y for y in ys], style, label=f"{selection} ({dataset})")
+    ax.axhline(1.0, color="grey", lw=0.5)
+    ax.axhline(0.0, color="grey", lw=0.5)
+    ax.set_xlabel("patched MLP neurons (k)")
+    ax.set_ylabel("restore ratio R(k)")
+    ax.set_title("Dynamic activation patching: safety restored")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, metadata={"Software": None})
+    plt.close(fig)

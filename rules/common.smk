@@ -30,7 +30,9 @@ DATASETS = list(config["datasets"])
 wildcard_constraints:
     model="|".join(MODELS),
     dataset="|".join(DATASETS),
-    variant="base|sft|aligned",
+    variant=r"base|sft|aligned|patch_(?:safety|random)_k[0-9.]+",
+    selection="safety|random",
+    k=r"[0-9.]+",
 
 
 def code_hash(*modules):
@@ -89,7 +91,50 @@ def scored_paths(model):
 
 def report_sections(model):
     """Section files merged into report.json; later stages append theirs here."""
-    return {"evaluation": f"results/{model}/sections/evaluation.json"}
+    sections = {"evaluation": f"results/{model}/sections/evaluation.json"}
+    for name in ("neurons", "patching", "safeguard"):
+        sections[name] = f"results/{model}/sections/{name}.json"
+    return sections
+
+
+def stage(model, name):
+    """A stage section for one model (global values with the model's overrides)."""
+    return stage_params(config, model, name)
+
+
+def k_label(k):
+    """A grid value as it appears in paths: counts as integers, fractions as decimals."""
+    return str(int(k)) if k >= 1 else repr(float(k))
+
+
+def k_labels(model):
+    return [k_label(k) for k in stage(model, "patching")["k_grid"]]
+
+
+def contrast_pair(model):
+    """(aligned, unaligned) checkpoint dirs the contrast and the patching use."""
+    c = stage(model, "contrast")
+    return ckpt(model, c["aligned"]), ckpt(model, c["unaligned"])
+
+
+def neuron_index(model, method="contrast"):
+    return f"results/{model}/neurons/{method}.parquet"
+
+
+def patched_scored(model):
+    """Scored patched generations: {dataset: {selection: {k: path}}}."""
+    return {
+        d: {s: {k: f"results/{model}/scored/patch_{s}_k{k}/{d}.parquet" for k in k_labels(model)}
+            for s in ("safety", "random")}
+        for d in stage(model, "patching")["datasets"]
+    }
+
+
+def flat_paths(nested):
+    """Leaves of a nested dict of paths."""
+    if isinstance(nested, str):
+        return [nested]
+    return [p for v in nested.values() for p in flat_paths(v)]
 
 
 def report_json(model):

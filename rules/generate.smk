@@ -5,6 +5,8 @@ rule generate:
         prompts=dataset_parquet("{dataset}"),
     output:
         parquet="results/{model}/generations/{variant}/{dataset}.parquet",
+    wildcard_constraints:
+        variant="base|sft|aligned",
     params:
         gen=params_of("generate"),
         seed=config["seed"],

@@ -1,0 +1,373 @@
+"""Dynamic activation patching (Finding Safety Neurons, A3) and its static controls.
+
+*Guided* patching: while the unaligned model U generates, the aligned model A runs on U's own
+tokens with its own KV cache, and U's selected MLP neurons take A's activations at the same
+positions (all prompt positions at the first step, the new token afterwards). It runs inside
+HF ``generate``, so greedy, sampling and beam search all work (A's cache is reordered with U's).
+
+Two ways to run A:
+
+- ``two_model``: A is a second model; a pre-hook on U's decoder runs A's decoder first.
+- ``fused``: U and A share base weights and differ by LoRA adapters. One batched forward runs
+  rows ``[U; A]`` over one copy of the weights; A's rows add A's extra adapter deltas, and U's
+  rows copy A's activations at each patched layer.
+
+Static controls need no A: replace the neurons with A's mean, with zero, or with noise drawn
+from A's per-neuron mean and std. Every context manager removes its hooks on exit.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import torch
+
+from .archs import decoder_layers, submodule
+from .hooks import on_sites
+
+PATCH_VALUES = ("guided", "mean", "zero", "noise")
+PATCH_MODES = ("two_model", "fused")
+
+Neurons = Mapping[int, torch.Tensor]  # layer -> sorted neuron ids (NeuronIndex.by_layer("mlp"))
+
+
+class PatchingError(RuntimeError):
+    """Patching cannot run as asked (unsupported decoding, out-of-sync caches, incompatible variants)."""
+
+
+class _GuideDone(Exception):
+    """Stops the guide's forward after the last layer that is patched."""
+
+
+def _kwarg(args: tuple, kwargs: dict, name: str, position: int):
+    return kwargs[name] if name in kwargs else (args[position] if len(args) > position else None)
+
+
+def _copy_from(source: Mapping[int, torch.Tensor], layer: int, ids: torch.Tensor):
+    """Site fn: U's neurons ``ids`` take the guide's value held for this layer."""
+    def fn(h: torch.Tensor) -> torch.Tensor:
+        guide = source[layer]
+        if guide.shape[:-1] != h.shape[:-1]:
+            raise PatchingError(f"layer {layer}: guide activations {tuple(guide.shape)} do not match {tuple(h.shape)}")
+        h = h.clone()
+        h[..., ids] = guide[..., ids].to(h.dtype)
+        return h
+    return fn
+
+
+@contextmanager
+def guided_two_model(model_u, model_a, neurons: Neurons) -> Iterator[None]:
+    """U's neurons take A's activations; A runs on U's tokens with its own cache."""
+    neurons = {int(l): ids.to(next(model_u.parameters()).device) for l, ids in neurons.items() if len(ids)}
+    if not neurons:
+        yield
+        return
+    last = max(neurons)
+    held: dict[int, torch.Tensor] = {}
+    state: dict = {"cache": None}
+    dec_a, dec_u = submodule(model_a, "decoder"), submodule(model_u, "decoder")
+
+    def run_guide(_module, args, kwargs):
+        input_ids = _kwarg(args, kwargs, "input_ids", 0)
+        if input_ids is None:
+            raise PatchingError("guided patching needs input_ids (inputs_embeds cannot be replayed on the guide)")
+        past = kwargs.get("past_key_values")
+        seen = past.get_seq_length() if past is not None else 0
+        if seen == 0 or state["cache"] is None:
+            from transformers import DynamicCache
+
+            state["cache"] = DynamicCache(config=model_a.config)
+        elif state["cache"].get_seq_length() != seen:
+            raise PatchingError(f"guide cache holds {state['cache'].get_seq_length()} tokens but U's holds {seen}: "
+                                "this decoding strategy edits U's cache in a way patching cannot follow")
+        if past is not None:
+            _sync_reorder(past, state)
+        held.clear()
+        try:
+            dec_a(input_ids=input_ids, attention_mask=kwargs.get("attention_mask"),
+                  position_ids=kwargs.get("position_ids"), cache_position=kwargs.get("cache_position"),
+                  past_key_values=state["cache"], use_cache=True)
+        except _GuideDone:
+            pass
+
+    def hold(layer):
+        def fn(h):
+            held[layer] = h.detach()
+            if layer == last:
+                raise _GuideDone
+        return fn
+
+    with ExitStack() as stack:
+        stack.enter_context(on_sites(model_a, {(l, "mlp"): hold(l) for l in neurons}))
+        stack.enter_context(on_sites(model_u, {(l, "mlp"): _copy_from(held, l, ids) for l, ids in neurons.items()}))
+        handle = dec_u.register_forward_pre_hook(run_guide, with_kwargs=True)
+        stack.callback(handle.remove)
+        yield
+
+
+def _sync_reorder(past, state: dict) -> None:
+    """Make beam-search reorders of U's cache reorder the guide's cache too (instance-level wrap)."""
+    if getattr(past, "_neuronkit_guide_state", None) is state:
+        return
+    original = past.reorder_cache
+
+    def reorder_both(beam_idx):
+        original(beam_idx)
+        state["cache"].reorder_cache(beam_idx)
+
+    past.reorder_cache = reorder_both
+    past._neuronkit_guide_state = state
+
+
+@contextmanager
+def static_patch(model_u, neurons: Neurons, value: str, *, mean: torch.Tensor | None = None,
+                 std: torch.Tensor | None = None, seed: int = 0) -> Iterator[None]:
+    """Controls without a guide: neurons set to A's mean, to zero, or to noise ~ N(mean_A, std_A)."""
+    if value not in ("mean", "zero", "noise"):
+        raise PatchingError(f"static patch value {value!r} is not mean|zero|noise")
+    if value != "zero" and (mean is None or (value == "noise" and std is None)):
+        raise PatchingError(f"patch value {value!r} needs the aligned model's activation statistics")
+    gen = torch.Generator().manual_seed(seed)
+
+    def setter(layer: int, ids: torch.Tensor):
+        def fn(h):
+            h = h.clone()
+            if value == "zero":
+                h[..., ids] = 0
+            elif value == "mean":
+                h[..., ids] = mean[layer, ids].to(h.dtype).to(h.device)
+            else:
+                noise = torch.randn((*h.shape[:-1], len(ids)), generator=gen, dtype=torch.float64)
+                h[..., ids] = (mean[layer, ids] + std[layer, ids] * noise).to(h.dtype).to(h.device)
+            return h
+        return fn
+
+    with on_sites(model_u, {(int(l), "mlp"): setter(int(l), ids) for l, ids in neurons.items() if len(ids)}):
+        yield
+
+
+# --------------------------------------------------------------------------------------- fused
+
+
+def lora_deltas(adapter_dir: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """``module path -> (A, B, scale)`` of a plain LoRA adapter directory (no DoRA, no bias)."""
+    from safetensors.torch import load_file
+
+    adapter_dir = Path(adapter_dir)
+    cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    if cfg.get("peft_type") != "LORA":
+        raise PatchingError(f"fused patching needs LoRA adapters; {adapter_dir} is {cfg.get('peft_type')}")
+    if cfg.get("use_dora") or cfg.get("bias", "none") != "none" or cfg.get("fan_in_fan_out"):
+        raise PatchingError(f"fused patching supports plain LoRA only; {adapter_dir} uses DoRA, bias or fan_in_fan_out")
+    rank, alpha = cfg["r"], cfg["lora_alpha"]
+    scale = alpha / (rank ** 0.5) if cfg.get("use_rslora") else alpha / rank
+    weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    out = {}
+    for key, a in weights.items():
+        if key.endswith(".lora_A.weight"):
+            path = key[: -len(".lora_A.weight")].removeprefix("base_model.model.")
+            out[path] = (a, weights[key.replace(".lora_A.", ".lora_B.")], scale)
+    return out
+
+
+def adapter_chain(ckpt_dir: str | Path) -> list[Path]:
+    """Checkpoint directories from the full model up to this variant."""
+    from . import manifest
+
+    chain = [Path(ckpt_dir).resolve()]
+    while True:
+        var = manifest.read(chain[-1])
+        if var.kind != "adapter":
+            return chain[::-1]
+        chain.append((chain[-1] / var.parent).resolve())
+
+
+def guide_adapters(u_ckpt: str | Path, a_ckpt: str | Path) -> list[Path]:
+    """A's adapters on top of U, when U is an ancestor of A (what the fused mode needs)."""
+    u_chain, a_chain = adapter_chain(u_ckpt), adapter_chain(a_ckpt)
+    if a_chain[: len(u_chain)] != u_chain:
+        raise PatchingError(f"fused patching needs the unaligned variant ({u_ckpt}) to be an ancestor of the "
+                            f"aligned one ({a_ckpt}); use patching.mode: two_model")
+    extra = a_chain[len(u_chain):]
+    if not extra:
+        raise PatchingError("fused patching: the aligned and unaligned variants are the same checkpoint")
+    return extra
+
+
+_FUSED_BEAMS = "fused patching does not support beam search (rows [U; A] share one cache); use patching.mode: two_model"
+
+
+def _refuse_reorder(_beam_idx):
+    raise PatchingError(_FUSED_BEAMS)
+
+
+@contextmanager
+def guided_fused(model_u, adapters: list[Path], neurons: Neurons) -> Iterator[None]:
+    """One batched forward over rows [U; A]: A's rows add its adapter deltas, U's rows copy A's neurons."""
+    if (getattr(model_u.generation_config, "num_beams", 1) or 1) > 1:
+        raise PatchingError(_FUSED_BEAMS)
+    device = next(model_u.parameters()).device
+    deltas = [lora_deltas(d) for d in adapters]
+    state: dict = {"rows": None}
+    neurons = {int(l): ids.to(device) for l, ids in neurons.items() if len(ids)}
+
+    def double_rows(_module, args, kwargs):
+        input_ids = _kwarg(args, kwargs, "input_ids", 0)
+        if input_ids is None:
+            raise PatchingError("fused patching needs input_ids")
+        rows = input_ids.shape[0]
+        state["rows"] = rows
+        past = kwargs.get("past_key_values")
+        if past is not None and not getattr(past, "_neuronkit_fused", False):
+            past.reorder_cache = _refuse_reorder
+            past._neuronkit_fused = True
+        kwargs = dict(kwargs)
+        kwargs["input_ids"] = torch.cat([input_ids, input_ids])
+        for name in ("attention_mask", "position_ids"):
+            t = kwargs.get(name)
+            if isinstance(t, torch.Tensor) and t.dim() >= 1 and t.shape[0] == rows:
+                kwargs[name] = torch.cat([t, t])
+        return (), kwargs
+
+    def keep_u_rows(_module, _args, output):
+        output.last_hidden_state = output.last_hidden_state[: state["rows"]]
+        return output
+
+    def add_delta(a: torch.Tensor, b: torch.Tensor, scale: float):
+        a, b = a.to(device), b.to(device)
+
+        def hook(_module, args, output):
+            rows = state["rows"]
+            x = args[0][rows:]
+            output = output.clone()
+            output[rows:] += ((x.to(a.dtype) @ a.T) @ b.T * scale).to(output.dtype)
+            return output
+        return hook
+
+    def copy_guide_rows(layer: int, ids: torch.Tensor):
+        def fn(h):
+            rows = state["rows"]
+            h = h.clone()
+            h[:rows, ..., ids] = h[rows:, ..., ids]
+            return h
+        return fn
+
+    base = model_u
+    with ExitStack() as stack:
+        for adapter in deltas:
+            for path, (a, b, scale) in adapter.items():
+                handle = base.get_submodule(path).register_forward_hook(add_delta(a, b, scale))
+                stack.callback(handle.remove)
+        stack.enter_context(on_sites(model_u, {(l, "mlp"): copy_guide_rows(l, ids) for l, ids in neurons.items()}))
+        decoder = submodule(model_u, "decoder")
+        pre = decoder.register_forward_pre_hook(double_rows, with_kwargs=True)
+        stack.callback(pre.remove)
+        post = decoder.register_forward_hook(keep_u_rows)
+        stack.callback(post.remove)
+        yield
+
+
+def check_layers(model, neurons: Neurons) -> None:
+    """Refuse neuron ids that do not exist in this model."""
+    n_layers = len(decoder_layers(model))
+    width = model.config.intermediate_size
+    for layer, ids in neurons.items():
+        if not 0 <= layer < n_layers or (len(ids) and (int(ids.max()) >= width or int(ids.min()) < 0)):
+            raise PatchingError(f"neuron ids out of range at layer {layer} for a {n_layers}x{width} model")
+
+
+# --------------------------------------------------------------------------------------- workflow entry
+
+
+def select_neurons(index, k: int | float, selection: str, seed: int = 0):
+    """The top-k MLP neurons of an index (``safety``) or a random control with the same per-layer counts."""
+    from .neurons import resolve_k
+
+    mlp = index.only("mlp")
+    top = mlp.top(resolve_k(k, mlp.total_sites))
+    if selection == "safety":
+        return top
+    if selection == "random":
+        return top.random_like(seed)
+    raise PatchingError(f"patching selection {selection!r} is not safety|random")
+
+
+@contextmanager
+def patched(model_u, neurons: Neurons, *, value: str, mode: str, a_ckpt=None, u_ckpt=None, stats=None,
+            seed: int = 0) -> Iterator[None]:
+    """Open the right patching context for a value (guided|mean|zero|noise) and mode (two_model|fused)."""
+    check_layers(model_u, neurons)
+    if value != "guided":
+        mean = stats.mean_a if stats is not None else None
+        std = stats.std("a") if stats is not None else None
+        with static_patch(model_u, neurons, value, mean=mean, std=std, seed=seed):
+            yield
+        return
+    if mode == "fused":
+        with guided_fused(model_u, guide_adapters(u_ckpt, a_ckpt), neurons):
+            yield
+        return
+    if mode != "two_model":
+        raise PatchingError(f"patching.mode {mode!r} is not two_model|fused")
+    from .models import load_variant
+
+    model_a, _ = load_variant(a_ckpt)
+    with guided_two_model(model_u, model_a, neurons):
+        yield
+
+
+def patch_generate_file(u_ckpt, a_ckpt, index_path, prompts_parquet, out_parquet, gen_cfg, *, k: int | float,
+                        selection: str, value: str = "guided", mode: str = "two_model", stats_path=None,
+                        seed: int = 0) -> dict:
+    """Workflow entry: U's answers with k neurons patched; returns what was patched."""
+    from .data import read_table
+    from .generate import generate_responses, write_generations
+    from .models import load_variant
+    from .neurons import NeuronIndex
+    from .stats import PairedStats
+
+    model_u, tok = load_variant(u_ckpt)
+    index = NeuronIndex.read(index_path)
+    index.check_fits(model_u.config, origin=str(index_path))
+    chosen = select_neurons(index, k, selection, seed)
+    stats = PairedStats.load(stats_path) if stats_path and value in ("mean", "noise") else None
+    table = read_table(prompts_parquet)
+    intervention = f"{value}:{selection}:k={len(chosen)}:{mode}"
+    with patched(model_u, chosen.by_layer("mlp"), value=value, mode=mode, a_ckpt=a_ckpt, u_ckpt=u_ckpt,
+                 stats=stats, seed=seed):
+        responses = generate_responses(model_u, tok, table.column("prompt").to_pylist(), gen_cfg,
+                                       desc=f"patch {selection} k={len(chosen)}")
+    write_generations(table, responses, out_parquet, variant=f"patch_{selection}", intervention=intervention)
+    return {"neurons": len(chosen), "per_layer": chosen.per_layer_counts().get("mlp", [])}
+
+
+def perplexity_file(u_ckpt, a_ckpt, index_path, text_parquet, *, k: int | float, mode: str = "two_model",
+                    seed: int = 0, batch_size: int = 8) -> dict:
+    """Perplexity of held-out benign text for U, A, and U with safety or random neurons guided by A."""
+    from .data import read_table
+    from .evaluate import perplexity
+    from .models import load_variant
+    from .neurons import NeuronIndex
+
+    table = read_table(text_parquet)
+    responses = table.column("response").to_pylist() if "response" in table.column_names else []
+    if responses and all(responses):
+        texts, contexts, scored = responses, table.column("prompt").to_pylist(), "response given the prompt"
+    else:
+        texts, contexts, scored = table.column("prompt").to_pylist(), None, "prompt text"
+    model_u, tok = load_variant(u_ckpt)
+    model_a, _ = load_variant(a_ckpt)
+    index = NeuronIndex.read(index_path)
+    index.check_fits(model_u.config, origin=str(index_path))
+    out = {"text": scored, "unaligned": perplexity(model_u, tok, texts, contexts, batch_size),
+           "aligned": perplexity(model_a, tok, texts, contexts, batch_size)}
+    del model_a
+    for selection in ("safety", "random"):
+        chosen = select_neurons(index, k, selection, seed)
+        with patched(model_u, chosen.by_layer("mlp"), value="guided", mode=mode, a_ckpt=a_ckpt, u_ckpt=u_ckpt):
+            out[f"patched_{selection}"] = dict(perplexity(model_u, tok, texts, contexts, batch_size),
+                                               neurons=len(chosen))
+    return out

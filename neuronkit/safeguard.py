@@ -1,0 +1,134 @@
+"""Safeguard (Finding Safety Neurons, A5): predict an unsafe answer from neuron activations before generation.
+
+Features are the activations of the top-k neurons at the last prompt token. A standardised,
+L2-regularised logistic regression (fitted with L-BFGS in float64, so it is deterministic)
+predicts whether the model's own greedy answer was judged harmful. It is compared with the
+same probe on random neurons (same per-layer counts) and with the majority class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+
+from .hooks import capture
+from .models import chat_prompt
+
+
+@dataclass(frozen=True)
+class SafeguardConfig:
+    """Probe size and fit settings."""
+
+    k: int | float = 0.02
+    l2: float = 1.0
+    batch_size: int = 16
+    seed: int = 0
+    system_prompt: str | None = None
+
+
+@torch.no_grad()
+def last_prompt_features(model, tok, prompts: Sequence[str], index, batch_size: int = 16,
+                         system_prompt: str | None = None) -> torch.Tensor:
+    """``[prompts, k]`` activations of the index's MLP neurons at the last prompt token (index order)."""
+    layers = sorted(set(index.layer.tolist()))
+    texts = [chat_prompt(tok, p, system_prompt) for p in prompts]
+    tok.padding_side = "left"
+    device = next(model.parameters()).device
+    rows = []
+    for start in range(0, len(texts), batch_size):
+        enc = tok(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                  add_special_tokens=False).to(device)
+        with capture(model, [(l, "mlp") for l in layers]) as store:
+            model.model(**enc, use_cache=False)
+        last = {l: store[(l, "mlp")][:, -1].float().cpu() for l in layers}
+        rows.append(torch.stack([last[l][:, n] for l, n in zip(index.layer.tolist(), index.neuron.tolist())], 1))
+    return torch.cat(rows).double()
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1.0) -> dict:
+    """Standardise, then minimise the mean log-loss + l2/2 |w|^2 / n (full-batch L-BFGS)."""
+    mean, std = x.mean(0), x.std(0).clamp(min=1e-8)
+    z = (x - mean) / std
+    w = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=500, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+    target = y.double()
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, target) + l2 * (w @ w) / (2 * len(y))
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return {"mean": mean, "std": std, "w": w.detach(), "b": b.detach()}
+
+
+def predict(model: dict, x: torch.Tensor) -> torch.Tensor:
+    return (((x - model["mean"]) / model["std"]) @ model["w"] + model["b"]) > 0
+
+
+def classification_metrics(pred: torch.Tensor, y: torch.Tensor) -> dict:
+    """Accuracy and F1 of the positive (unsafe) class."""
+    pred, y = pred.bool(), y.bool()
+    tp = int((pred & y).sum())
+    fp, fn = int((pred & ~y).sum()), int((~pred & y).sum())
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    return {"accuracy": round(float((pred == y).double().mean()), 4), "f1": round(f1, 4), "n": len(y),
+            "positives": int(y.sum())}
+
+
+def evaluate_probe(train: tuple[torch.Tensor, torch.Tensor], tests: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+                   l2: float) -> dict:
+    """Fit on the train set; metrics on each test set."""
+    model = fit_logistic(*train, l2=l2)
+    return {name: classification_metrics(predict(model, x), y) for name, (x, y) in tests.items()}
+
+
+def majority_baseline(y_train: torch.Tensor, tests: Mapping[str, torch.Tensor]) -> dict:
+    """Predict the training majority class everywhere."""
+    majority = bool(y_train.double().mean() >= 0.5)
+    return {name: classification_metrics(torch.full_like(y, majority, dtype=torch.bool), y) for name, y in tests.items()}
+
+
+def unsafe_labels(table) -> torch.Tensor:
+    """1 where a harmful prompt's answer was judged harmful; benign prompts count as safe."""
+    harmful = table.column("harmful").to_pylist()
+    labels = table.column("label").to_pylist()
+    return torch.tensor([bool(h) and lab == "harmful" for h, lab in zip(harmful, labels)])
+
+
+def safeguard_files(ckpt, index_path, train_scored: Sequence[str], test_scored: Mapping[str, str],
+                    cfg: SafeguardConfig) -> dict:
+    """Workflow entry: probe on safety neurons vs random neurons vs majority class."""
+    from .data import read_table
+    from .models import load_variant
+    from .neurons import NeuronIndex, resolve_k
+
+    model, tok = load_variant(ckpt)
+    full = NeuronIndex.read(index_path)
+    full.check_fits(model.config, origin=str(index_path))
+    safety = full.top(resolve_k(cfg.k, len(full)))
+    selections = {"safety": safety, "random": safety.random_like(cfg.seed)}
+
+    def load(paths):
+        tables = [read_table(p) for p in paths]
+        prompts = [p for t in tables for p in t.column("prompt").to_pylist()]
+        return prompts, torch.cat([unsafe_labels(t) for t in tables])
+
+    train_prompts, y_train = load(train_scored)
+    tests = {name: load([path]) for name, path in test_scored.items()}
+    from pathlib import Path
+
+    out = {"k": len(safety), "train": {"datasets": [Path(p).stem for p in train_scored], "n": len(y_train),
+                                       "positives": int(y_train.sum())},
+           "label": "the model's own greedy answer to a harmful prompt judged harmful",
+           "judge": read_table(train_scored[0]).column("judge")[0].as_py()}
+    for name, index in selections.items():
+        feats = lambda prompts: last_prompt_features(model, tok, prompts, index, cfg.batch_size, cfg.system_prompt)  # noqa: E731
+        out[name] = evaluate_probe((feats(train_prompts), y_train),
+                                   {t: (feats(p), y) for t, (p, y) in tests.items()}, cfg.l2)
+    out["majority"] = majority_baseline(y_train, {t: y for t, (_, y) in tests.items()})
+    return out

@@ -1,0 +1,449 @@
+"""PLND (METHODS B1): every neuron's deactivation importance from ONE forward pass per document.
+
+Run ``plnd_importance(model, ids)`` for one document's scores, or ``detect_neurons`` for a neuron set:
+
+    >>> cfg = PLNDConfig(ffn_top_k=2000, attn_top_k=1000)
+    >>> safety = detect_neurons(model, tok, harmful_prompts, cfg, {"dataset": "harmful"})
+    >>> foundation = detect_neurons(model, tok, wiki_texts, cfg, {"dataset": "wiki"})
+    >>> rsn = rsn_neurons(safety, foundation)      # RSN-Tune's set: safety minus foundation
+
+Importance = how much the layer's output changes when the neuron is zeroed. Norms run over the
+document's real tokens (padding is dropped). For a layer with T tokens:
+
+- ``mlp`` neuron k (input of ``down_proj``, ``h = act(gate(x)) * up(x)``):
+  ``||h[:, k]||_2 * ||W_down[:, k]||_2``. This is exactly ``||change of the MLP output||_F``.
+  ``ffn_score="legacy_up_abs"`` gives the public code's ``sum_t |up_proj(x)[t, k]|`` instead.
+- ``q`` / ``k`` dims are the **pre-RoPE** projection rows. These are the q/k sites of
+  :mod:`neuronkit.hooks`, the rows that B2 deactivates and B3 tunes. A post-RoPE dim is no parameter:
+  RoPE mixes dim d with its partner d +- head_dim/2. Zeroing pre-RoPE dim d removes
+  ``rope(Q * e_d)``, which lands on both dims. The score is
+  ``|| softmax(S - dS_d) - softmax(S) ||_F`` over (query, key) under the causal mask, where:
+  - ``S = rope(Q) rope(K)^T * scaling``, with the attention module's own ``scaling``
+    (``1/sqrt(d_h)`` for Llama);
+  - ``dS_d`` is the exact change of S, so the score is exactly the change of the attention
+    probabilities when the row is zeroed.
+  - q dim ``(h, d)``: the norm over head h's (query, key) map.
+  - k dim ``(g, d)`` of kv head g: ONE Frobenius norm over the maps of all query heads that read it,
+    ``sqrt( sum_{h: h // group == g} ||P'_h - P_h||_F^2 )``.
+- ``v`` dim ``(g, d)``: zeroing it zeroes ``z[:, h*d_h + d] = (A_h V_g)[:, d]`` for every query head
+  h of group g, where z is the input of ``o_proj``. The score is the exact change of the attention
+  output, ``|| sum_h z[:, j_h] W_o[:, j_h]^T ||_F``. With one query head per kv head this is
+  ``||(A V)[:, d]||_2 * ||W_o[:, j]||_2``.
+- ``o`` dim j (input of ``o_proj``): ``||z[:, j]||_2 * ||W_o[:, j]||_2``, which is exact.
+- GQA: ``group = num_attention_heads // num_key_value_heads``. Query head h reads kv head
+  ``h // group``, i.e. kv row ``(h // group) * head_dim + d``. The public code's ``d // group``
+  picks the wrong rows.
+
+What hooks give and what they do not:
+- From hooks: the q/k/v projection outputs, the o_proj and down_proj inputs, and the
+  ``(cos, sin)`` that the decoder passes to the attention module as ``position_embeddings``
+  (a pre-hook with kwargs).
+- Not from hooks: RoPE is a function call inside ``forward``, not a module, so no hook sees rope'd
+  Q/K. They are rebuilt with the family's own ``apply_rotary_pos_emb`` from its modeling module,
+  not with a copy.
+- Not from hooks: SDPA and flash attention return no probabilities, so S and its softmax are
+  recomputed from the rope'd Q/K.
+- For q/k scoring, a clear error is raised for what that recomputation does not model: q/k norms
+  (Qwen3), logit soft-capping (Gemma2), and a sliding window shorter than the document.
+
+Safety set (:class:`IntersectionReducer`):
+- Per document, a neuron qualifies if its importance is ``>= eps``, or if it is in the top-k of its
+  (layer, module).
+- The set is the neurons that qualify on EVERY document.
+- Each kept neuron's score is its mean importance over the documents; this orders the index.
+- Modules have different units (probability change for q/k, output change for the others), so rank
+  within one module (``index.only("mlp")``). The global order mixes scales.
+Memory is O(one layer) per document and O(L x N) across the corpus.
+
+Cost:
+- q/k scoring evaluates ``2 * H * d_h * T^2`` softmax entries per layer. It is computed head by head
+  and chunked to about 64 MB.
+- On a busy 2-core CPU, for a random model of SmolLM2-135M's size, it added seconds per 64-token
+  document and about 45 s per 256-token document.
+- mlp, v and o cost about one extra forward.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable, Iterator, Mapping
+
+import torch
+
+from ..archs import (MODULES, attn_module, check_supported, decoder_layers, head_dim, mlp_module, model_shape,
+                     site_sizes, submodule)
+from ..neurons import NeuronIndex, NeuronIndexError
+
+FFN_SCORES = ("exact", "legacy_up_abs")
+ATTN_MODULES = ("q", "k", "v", "o")
+_CHUNK_ELEMS = 1 << 24  # cap on (dims x T x T) per softmax batch: ~64 MB in fp32
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def check_modules(modules: Iterable[str]) -> tuple[str, ...]:
+    """Validate module names early; return them in canonical site order."""
+    given = list(modules) if not isinstance(modules, str) else [modules]
+    bad = sorted(set(given) - set(MODULES))
+    if bad:
+        raise ValueError(f"PLND: unknown module(s) {bad}; expected a subset of {list(MODULES)}")
+    if not given or len(set(given)) != len(given):
+        raise ValueError(f"PLND: modules must be a non-empty list without repeats, got {given}")
+    return tuple(m for m in MODULES if m in given)
+
+
+def _check_rule(family: str, top_k, eps) -> None:
+    """Exactly one selection rule per family: a per-layer top-k or an importance threshold."""
+    if (top_k is None) == (eps is None):
+        raise ValueError(f"PLND: give exactly one of {family}_top_k or {family}_eps (got {top_k!r} and {eps!r})")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"PLND: {family}_top_k must be an integer >= 1, got {top_k!r}")
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0):
+        raise ValueError(f"PLND: {family}_eps must be a number >= 0, got {eps!r}")
+
+
+@dataclass(frozen=True)
+class PLNDConfig:
+    """PLND settings. The defaults are the published per-layer top-k (2000 FFN, 1000 attention)."""
+
+    modules: tuple[str, ...] = MODULES
+    ffn_top_k: int | None = 2000  # per layer; set None and give ffn_eps for a threshold
+    ffn_eps: float | None = None
+    attn_top_k: int | None = 1000  # per layer, per module (q, k, v, o each)
+    attn_eps: float | None = None
+    ffn_score: str = "exact"  # or "legacy_up_abs" (public code)
+    max_length: int = 512  # tokens per document (truncated)
+    chat: bool = False  # wrap each document in the model's chat template
+    exclude_last_layers: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "modules", check_modules(self.modules))
+        _check_rule("ffn", self.ffn_top_k, self.ffn_eps)
+        _check_rule("attn", self.attn_top_k, self.attn_eps)
+        if self.ffn_score not in FFN_SCORES:
+            raise ValueError(f"PLND: unknown ffn_score {self.ffn_score!r}; expected one of {list(FFN_SCORES)}")
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
+            raise ValueError(f"PLND: max_length must be an integer >= 1, got {self.max_length!r}")
+        if isinstance(self.exclude_last_layers, bool) or not isinstance(self.exclude_last_layers, int) \
+                or self.exclude_last_layers < 0:
+            raise ValueError(f"PLND: exclude_last_layers must be an integer >= 0, got {self.exclude_last_layers!r}")
+
+    def rule(self, module: str) -> tuple[int | None, float | None]:
+        """(top_k, eps) for a module's family."""
+        return (self.ffn_top_k, self.ffn_eps) if module == "mlp" else (self.attn_top_k, self.attn_eps)
+
+    def to_meta(self) -> dict:
+        """JSON-ready parameters for the index metadata (progress is not a parameter)."""
+        params = asdict(self)
+        params.pop("progress")
+        params["modules"] = list(self.modules)
+        return params
+
+
+# ----------------------------------------------------------------------------- per-layer maths
+
+
+def _f(x: torch.Tensor) -> torch.Tensor:
+    """Compute in at least fp32, whatever the model dtype."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def ffn_scores(h: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
+    """``||h[:,k]|| * ||W_down[:,k]||``: the exact output change when neuron k is zeroed. h: [T, N]."""
+    return h.norm(dim=0) * w_down.norm(dim=0)
+
+
+def vo_scores(z: torch.Tensor, w_o: torch.Tensor, kv_heads: int, hd: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact output change for zeroing each v row (all heads of its group) and each o input. z: [T, H*d]."""
+    t, width = z.shape
+    group = width // hd // kv_heads
+    zz = z.view(t, kv_heads, group, hd)
+    ww = w_o.view(-1, kv_heads, group, hd)
+    gram_z = torch.einsum("tgad,tgbd->gdab", zz, zz)  # [kv, d, group, group]
+    gram_w = torch.einsum("cgad,cgbd->gdab", ww, ww)
+    v = (gram_z * gram_w).sum((-1, -2)).clamp_min(0).sqrt().flatten()
+    return v, z.norm(dim=0) * w_o.norm(dim=0)
+
+
+def rope_support(rope: Callable, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE as a sparse linear map per position, from the family's own function.
+
+    Returns where pre-RoPE dim d lands (``supp [d, r]``) and with what weight (``coef [T, d, r]``).
+    """
+    t, hd = cos.shape[-2:]
+    basis = torch.eye(hd, dtype=cos.dtype, device=cos.device)[None, :, None, :].expand(1, hd, t, hd)
+    maps = rope(basis, basis, cos, sin)[0][0]  # [d, T, j] = M_t[j, d]
+    hit = (maps != 0).any(dim=1)  # [d, j]
+    r = int(hit.sum(dim=1).max())
+    supp = torch.sort(hit.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :r]
+    coef = maps.gather(2, supp[:, None, :].expand(hd, t, r)) * hit.gather(1, supp)[:, None, :]
+    return supp, coef.permute(1, 0, 2)
+
+
+def _prob_change_sq(s: torch.Tensor, p: torch.Tensor, ds: torch.Tensor) -> torch.Tensor:
+    """``||softmax(S - dS) - softmax(S)||_F^2`` for a stack of perturbations dS [n, T, T]; masked S is -inf."""
+    out = []
+    for chunk in ds.split(max(1, _CHUNK_ELEMS // max(1, s.numel()))):
+        changed = torch.sub(s, chunk).softmax(dim=-1)
+        out.append(changed.sub_(p).square_().sum(dim=(1, 2)))
+    return torch.cat(out)
+
+
+def qk_scores(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rope: Callable,
+              scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax-perturbation scores of every pre-RoPE q and k dim. q: [T, H, d], k: [T, KV, d]."""
+    t, heads, hd = q.shape
+    kv = k.shape[1]
+    group = heads // kv
+    qr, kr = (x[0] for x in rope(q.transpose(0, 1)[None], k.transpose(0, 1)[None], cos, sin))  # [H|KV, T, d]
+    supp, coef = rope_support(rope, cos, sin)
+    future = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
+    q_sq, k_sq = q.new_zeros(heads, hd), q.new_zeros(kv, hd)
+    for h in range(heads):
+        g = h // group  # GQA: query head h reads kv head h // group
+        s = (qr[h] @ kr[g].T * scaling).masked_fill(future, float("-inf"))
+        p = s.softmax(dim=-1)
+        dq = torch.einsum("tdr,sdr->dts", q[:, h, :, None] * coef, kr[g][:, supp]) * scaling
+        dk = torch.einsum("sdr,tdr->dts", k[:, g, :, None] * coef, qr[h][:, supp]) * scaling
+        q_sq[h] = _prob_change_sq(s, p, dq)
+        k_sq[g] += _prob_change_sq(s, p, dk)
+    return q_sq.sqrt().flatten(), k_sq.sqrt().flatten()
+
+
+# ----------------------------------------------------------------------------- hooks
+
+
+@contextmanager
+def _hooks(registrations: list[tuple[torch.nn.Module, str, Callable]]) -> Iterator[None]:
+    """Register (module, 'pre'|'pre_kw'|'post', fn) hooks; always remove exactly these handles."""
+    handles = []
+    try:
+        for module, kind, fn in registrations:
+            if kind == "post":
+                handles.append(module.register_forward_hook(fn))
+            else:
+                handles.append(module.register_forward_pre_hook(fn, with_kwargs=kind == "pre_kw"))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _attention(model: torch.nn.Module, layer: int) -> torch.nn.Module:
+    """The attention block of a layer, found through the architecture table."""
+    return decoder_layers(model)[layer].get_submodule(check_supported(model.config).attn)
+
+
+def _rope_fn(attn: torch.nn.Module) -> Callable:
+    """The family's own ``apply_rotary_pos_emb`` (RoPE is a function call, not a hookable module)."""
+    fn = getattr(attn, "rotary_fn", None) or getattr(inspect.getmodule(type(attn)), "apply_rotary_pos_emb", None)
+    if fn is None:
+        raise NotImplementedError(f"PLND q/k: {type(attn).__name__} has no apply_rotary_pos_emb in its modeling module")
+    return fn
+
+
+def _check_qk_supported(model: torch.nn.Module, tokens: int) -> None:
+    """Refuse attention features that the recomputed softmax would get wrong, before any compute."""
+    cfg, attn = model.config, _attention(model, 0)
+    if hasattr(attn, "q_norm") or hasattr(attn, "k_norm"):
+        raise NotImplementedError("PLND q/k: per-head q/k norms (e.g. Qwen3) make the score non-linear; "
+                                  "score modules ('mlp', 'v', 'o') only")
+    if getattr(attn, "attn_logit_softcapping", None) or getattr(cfg, "attn_logit_softcapping", None):
+        raise NotImplementedError("PLND q/k: attention logit soft-capping (e.g. Gemma2) is not modelled")
+    windows = [w for w in (getattr(attn, "sliding_window", None), getattr(cfg, "sliding_window", None)) if w]
+    if windows and tokens > min(windows):
+        raise NotImplementedError(f"PLND q/k: document of {tokens} tokens exceeds the sliding window {min(windows)}; "
+                                  "lower max_length")
+
+
+class _Recorder:
+    """Per-layer hooks that reduce one document's activations to scores at once (memory: one layer)."""
+
+    def __init__(self, model: torch.nn.Module, modules: tuple[str, ...], ffn_score: str, valid: torch.Tensor):
+        self.model, self.modules, self.ffn_score = model, modules, ffn_score
+        self.valid = valid
+        sizes = site_sizes(model.config)
+        n_layers = len(decoder_layers(model))
+        self.kv_heads = sizes["k"] // head_dim(model.config)
+        self.scores = {m: torch.zeros(n_layers, sizes[m]) for m in modules}
+        self.stash: dict[int, dict[str, torch.Tensor]] = {}
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """A [1, T, ...] site tensor as [T_real, ...] in compute precision."""
+        return _f(x.detach()[0][self.valid])
+
+    def registrations(self) -> list[tuple[torch.nn.Module, str, Callable]]:
+        """Every hook this document needs, layer by layer."""
+        regs = []
+        for layer in range(len(decoder_layers(self.model))):
+            if "mlp" in self.modules:
+                regs.append(self._ffn_hook(layer))
+            if set(self.modules) & {"q", "k"}:
+                attn = _attention(self.model, layer)
+                regs.append((attn, "pre_kw", self._stash_pos(layer)))
+                for part in ("q", "k"):
+                    regs.append((attn_module(self.model, layer, part), "post", self._stash_out(layer, part)))
+            if set(self.modules) & set(ATTN_MODULES):
+                regs.append((attn_module(self.model, layer, "o"), "pre", self._on_attn_out(layer)))
+        return regs
+
+    def _ffn_hook(self, layer: int) -> tuple[torch.nn.Module, str, Callable]:
+        if self.ffn_score == "legacy_up_abs":
+            def up_abs(_m, _args, out):
+                self.scores["mlp"][layer] = self.tokens(out).abs().sum(dim=0).float().cpu()
+            return mlp_module(self.model, layer, "up"), "post", up_abs
+        down = mlp_module(self.model, layer, "down")
+
+        def exact(_m, args):
+            self.scores["mlp"][layer] = ffn_scores(self.tokens(args[0]), _f(down.weight.detach())).float().cpu()
+        return down, "pre", exact
+
+    def _stash_pos(self, layer: int) -> Callable:
+        def hook(_m, _args, kwargs):
+            pos = kwargs.get("position_embeddings")
+            if pos is None:
+                raise NotImplementedError("PLND q/k: the attention module got no position_embeddings kwarg "
+                                          "(transformers too old for hook-based RoPE)")
+            self.stash.setdefault(layer, {})["pos"] = tuple(_f(x.detach()[:, self.valid]) for x in pos)
+        return hook
+
+    def _stash_out(self, layer: int, part: str) -> Callable:
+        def hook(_m, _args, out):
+            self.stash.setdefault(layer, {})[part] = self.tokens(out)
+        return hook
+
+    def _on_attn_out(self, layer: int) -> Callable:
+        o_proj = attn_module(self.model, layer, "o")
+
+        def hook(_m, args):
+            z, hd = self.tokens(args[0]), head_dim(self.model.config)
+            v, o = vo_scores(z, _f(o_proj.weight.detach()), self.kv_heads, hd)
+            found = {"v": v, "o": o}
+            if set(self.modules) & {"q", "k"}:
+                found["q"], found["k"] = self._qk(layer, hd)
+            for m in set(self.modules) & set(found):
+                self.scores[m][layer] = found[m].float().cpu()
+        return hook
+
+    def _qk(self, layer: int, hd: int) -> tuple[torch.Tensor, torch.Tensor]:
+        got = self.stash.pop(layer)
+        attn = _attention(self.model, layer)
+        q, k = got["q"], got["k"]
+        cos, sin = got["pos"]
+        scaling = getattr(attn, "scaling", hd ** -0.5)
+        return qk_scores(q.view(len(q), -1, hd), k.view(len(k), -1, hd), cos, sin, _rope_fn(attn), scaling)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def plnd_importance(model: torch.nn.Module, input_ids: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
+                    modules: Iterable[str] = MODULES, ffn_score: str = "exact") -> dict[str, torch.Tensor]:
+    """Importance of every neuron for ONE document, from one forward pass: ``{module: float32 [L, N]}`` on CPU."""
+    modules = check_modules(modules)
+    if ffn_score not in FFN_SCORES:
+        raise ValueError(f"PLND: unknown ffn_score {ffn_score!r}; expected one of {list(FFN_SCORES)}")
+    ids = input_ids.view(1, -1) if input_ids.dim() == 1 else input_ids
+    if ids.dim() != 2 or ids.shape[0] != 1:
+        raise ValueError("PLND scores one document at a time: input_ids must be [T] or [1, T], "
+                         f"got {tuple(input_ids.shape)}")
+    mask = torch.ones_like(ids) if attention_mask is None else attention_mask.view(1, -1)
+    if mask.shape != ids.shape:
+        raise ValueError(f"PLND: attention_mask {tuple(mask.shape)} does not match input_ids {tuple(ids.shape)}")
+    valid = mask[0].bool()
+    if not valid.any():
+        raise ValueError("PLND: the document has no tokens")
+    if set(modules) & {"q", "k"}:
+        _check_qk_supported(model, int(valid.sum()))
+    device = next(model.parameters()).device
+    rec = _Recorder(model, modules, ffn_score, valid.to(device))
+    with torch.no_grad(), _hooks(rec.registrations()):
+        submodule(model, "decoder")(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+    return rec.scores
+
+
+def qualifying(scores: torch.Tensor, top_k: int | None = None, eps: float | None = None) -> torch.Tensor:
+    """Neurons of one document that qualify: importance >= eps, or top-k per layer (stable ties: lower id)."""
+    if eps is not None:
+        return scores >= eps
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    order = torch.argsort(-scores, dim=1, stable=True)[:, :top_k]
+    return keep.scatter_(1, order, True)
+
+
+class IntersectionReducer:
+    """Streams documents: a neuron survives only if it qualifies on EVERY one; keeps the sum of scores for the mean."""
+
+    def __init__(self, cfg: PLNDConfig):
+        self.cfg = cfg
+        self.n_docs = 0
+        self.alive: dict[str, torch.Tensor] = {}
+        self.total: dict[str, torch.Tensor] = {}
+
+    def update(self, scores: Mapping[str, torch.Tensor]) -> None:
+        """Fold one document's scores into the running intersection and sums."""
+        missing = [m for m in self.cfg.modules if m not in scores]
+        if missing:
+            raise ValueError(f"PLND: document scores lack module(s) {missing}")
+        for m in self.cfg.modules:
+            s = scores[m].detach().double().cpu()
+            ok = qualifying(s, *self.cfg.rule(m))
+            if self.n_docs == 0:
+                self.alive[m], self.total[m] = ok, s.clone()
+            else:
+                self.alive[m] &= ok
+                self.total[m] += s
+        self.n_docs += 1
+
+    def index(self, meta: Mapping) -> NeuronIndex:
+        """The intersection as a NeuronIndex ranked by mean importance over documents."""
+        if self.n_docs == 0:
+            raise ValueError("PLND: no documents were scored")
+        if "shape" not in meta:
+            raise ValueError("PLND: index metadata needs the model 'shape' (neuronkit.archs.model_shape)")
+        mean = {m: self.total[m] / self.n_docs for m in self.cfg.modules}
+        keep = {m: self.alive[m].clone() for m in self.cfg.modules}
+        meta = {"method": "plnd", "score": "mean importance over documents",
+                "selection": "qualifies on every document (intersection)", **dict(meta),
+                "params": self.cfg.to_meta(), "n_docs": self.n_docs}
+        return NeuronIndex.from_scores(mean, meta, exclude_last_layers=self.cfg.exclude_last_layers, keep=keep)
+
+
+def encode(tok, text: str, cfg: PLNDConfig) -> torch.Tensor:
+    """One document as [1, T] ids (chat-wrapped if asked, truncated to max_length)."""
+    from ..models import chat_prompt
+
+    if cfg.chat:
+        text = chat_prompt(tok, text)
+    ids = tok(text, return_tensors="pt", truncation=True, max_length=cfg.max_length,
+              add_special_tokens=not cfg.chat).input_ids
+    if ids.numel() == 0:
+        raise ValueError(f"PLND: document {text[:40]!r} has no tokens")
+    return ids
+
+
+def detect_neurons(model: torch.nn.Module, tok, texts: Iterable[str], cfg: PLNDConfig | None = None,
+                   meta: Mapping | None = None) -> NeuronIndex:
+    """PLND neuron set over a corpus: harmful prompts give safety neurons, benign text foundation neurons."""
+    from tqdm.auto import tqdm
+
+    cfg = cfg or PLNDConfig()
+    texts = list(texts)
+    if not texts:
+        raise ValueError("PLND: no documents given")
+    shape = model_shape(model.config)
+    reducer = IntersectionReducer(cfg)
+    for text in tqdm(texts, desc="PLND", unit="doc", disable=not cfg.progress):
+        reducer.update(plnd_importance(model, encode(tok, text, cfg), modules=cfg.modules, ffn_score=cfg.ffn_score))
+    return reducer.index({**dict(meta or {}), "shape": shape})
+
+
+def rsn_neurons(safety: NeuronIndex, foundation: NeuronIndex) -> NeuronIndex:
+    """RSN-Tune's set, safety minus foundation neurons; refuses sets made for different models."""
+    if (safety.num_layers, safety.sites) != (foundation.num_layers, foundation.sites):
+        raise NeuronIndexError("rsn_neurons: the safety and foundation sets were made for different model shapes")
+    return safety.difference(foundation)

@@ -1,0 +1,545 @@
+"""SN-Tune / RSN-Tune (Zhao et al., ICLR 2025): fine-tune only the safety neurons' parameters.
+
+A safety neuron owns a slice of a few weight matrices (METHODS.md B3):
+
+- MLP neuron i: row i of ``up_proj`` (and of ``gate_proj`` with ``tune_gate``) and column i of
+  ``down_proj``;
+- q/k/v dimension d: row d of ``q_proj`` / ``k_proj`` / ``v_proj``;
+- o dimension d (only if ``"o"`` is in ``modules``): column d of ``o_proj``.
+
+Nothing is masked and no library source is touched. Each trained slice is a small fp32 delta
+(``[n_rows, in]`` for rows, ``[out, n_cols]`` for columns) added to the projection's output by a
+forward hook, and AdamW sees only the deltas. So the optimizer keeps state only for trained
+entries, weight decay and gradient clipping see only delta gradients (the "mask" comes before
+clipping by construction), and frozen weights cannot move. After training, the deltas are folded
+into the weights and the model is saved as a normal safetensors checkpoint.
+
+    with NeuronDeltas(model, plan_targets(model, neurons)).attached():
+        loss = model(**batch).loss   # the trained slices act, the frozen weights stay put
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import manifest
+from .archs import MODULES, attn_module, mlp_module
+from .neurons import NeuronIndex
+
+FORMATS = ("chat", "plain")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+PAPER_MODULES = ("mlp", "q", "k", "v")
+IGNORE = -100
+
+# matrix -> (where it lives, which part, axis the neuron indexes: 0 = output row, 1 = input column)
+MATRICES: dict[str, tuple[str, str, int]] = {
+    "up": ("mlp", "up", 0), "gate": ("mlp", "gate", 0), "down": ("mlp", "down", 1),
+    "q": ("attn", "q", 0), "k": ("attn", "k", 0), "v": ("attn", "v", 0), "o": ("attn", "o", 1),
+}
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class SNTuneConfig:
+    """SN-Tune settings; defaults are the paper's (METHODS.md B3) except ``format`` (our evals use chat)."""
+
+    learning_rate: float = 1e-6          # paper 1e-6 (its code used 2e-6)
+    epochs: int = 1
+    batch_size: int = 4                  # effective batch = batch_size * grad_accum = 32
+    grad_accum: int = 8
+    max_length: int = 512
+    warmup_ratio: float = 0.05           # cosine schedule, HF convention: ceil(ratio * steps) warmup steps
+    max_grad_norm: float | None = 0.3    # None: no clipping
+    weight_decay: float = 0.0            # decoupled, on the deltas only (pulls trained slices to their start)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    max_per_matrix: int | None = 100     # top neurons per matrix per layer by importance; None: no cap
+    modules: tuple[str, ...] = PAPER_MODULES
+    tune_gate: bool = False              # the paper trains up rows, not gate rows
+    format: str = "chat"                 # chat: loss on the refusal only; plain: "{question}. {refusal}"
+    n_docs: int = 50
+    dtype: str = "float32"               # bf16 weights cannot absorb 1e-6-sized updates
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, value in _field_values(self).items():
+            _check_value(name, value)
+        bad = sorted(set(self.modules) - set(MODULES))
+        if bad or not self.modules:
+            raise ValueError(f"sntune.modules: {bad or 'empty'} not valid; choose from {list(MODULES)}")
+        if self.format not in FORMATS:
+            raise ValueError(f"sntune.format must be one of {FORMATS}, got {self.format!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"sntune.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"sntune.adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.grad_accum
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "SNTuneConfig":
+        """Build from a config mapping, naming unknown keys and mistyped values."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ValueError(f"sntune: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        return cls(**{k: _coerce(k, v) for k, v in cfg.items()})
+
+
+# name -> (type, may be None, lower bound, lower bound inclusive)
+_RULES: dict[str, tuple[type, bool, float | None, bool]] = {
+    "learning_rate": (float, False, 0.0, False), "epochs": (int, False, 1, True),
+    "batch_size": (int, False, 1, True), "grad_accum": (int, False, 1, True), "max_length": (int, False, 2, True),
+    "warmup_ratio": (float, False, 0.0, True), "max_grad_norm": (float, True, 0.0, False),
+    "weight_decay": (float, False, 0.0, True), "adam_eps": (float, False, 0.0, False),
+    "max_per_matrix": (int, True, 1, True), "n_docs": (int, False, 1, True), "seed": (int, False, None, True),
+    "tune_gate": (bool, False, None, True), "format": (str, False, None, True), "dtype": (str, False, None, True),
+}
+
+
+def _field_values(cfg: SNTuneConfig) -> dict[str, Any]:
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in _RULES}
+
+
+def _type_ok(kind: type, value: Any) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _check_value(name: str, value: Any) -> None:
+    """One field's type and range, with the field named in the error."""
+    kind, optional, low, inclusive = _RULES[name]
+    if value is None and optional:
+        return
+    if not _type_ok(kind, value):
+        raise ValueError(f"sntune.{name}: expected {kind.__name__}{' or null' if optional else ''}, "
+                         f"got {value!r} ({type(value).__name__})")
+    if low is not None and (value < low or (value == low and not inclusive)):
+        raise ValueError(f"sntune.{name} must be {'>=' if inclusive else '>'} {low}, got {value!r}")
+    if name == "warmup_ratio" and value >= 1:
+        raise ValueError(f"sntune.warmup_ratio must be < 1, got {value!r}")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Lists from YAML become tuples; numbers stay as given (wrong types fail in __post_init__)."""
+    if name in ("modules", "adam_betas"):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"sntune.{name}: expected a list, got {value!r} ({type(value).__name__})")
+        return tuple(float(v) if name == "adam_betas" else v for v in value)
+    if _RULES.get(name, (None,))[0] is float and _type_ok(float, value):
+        return float(value)
+    return value
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def select_neurons(index: NeuronIndex, modules: Sequence[str] = PAPER_MODULES,
+                   max_per_matrix: int | None = 100) -> NeuronIndex:
+    """Keep the first ``max_per_matrix`` neurons of each (layer, module) in rank order: the most important ones.
+
+    The paper's code took an arbitrary 100 from a set; here importance decides.
+    """
+    taken: dict[tuple[int, str], int] = {}
+    keep = []
+    for row, key in enumerate(zip(index.layer.tolist(), index.module.tolist())):
+        if key[1] in modules and (max_per_matrix is None or taken.get(key, 0) < max_per_matrix):
+            taken[key] = taken.get(key, 0) + 1
+            keep.append(row)
+    rows = np.asarray(keep, dtype=np.int64)
+    return NeuronIndex(index.layer[rows], index.module[rows], index.neuron[rows], index.score[rows],
+                       dict(index.meta, sntune_cap=max_per_matrix, sntune_modules=list(modules)))
+
+
+@dataclass
+class Target:
+    """One trained slice: rows (axis 0) or columns (axis 1) ``ids`` of one matrix of one layer."""
+
+    layer: int
+    matrix: str
+    ids: torch.Tensor  # int64, sorted
+
+    @property
+    def axis(self) -> int:
+        return MATRICES[self.matrix][2]
+
+
+def matrices_for(module: str, tune_gate: bool = False) -> tuple[str, ...]:
+    """The matrices a neuron of ``module`` owns."""
+    if module == "mlp":
+        return ("up", "gate", "down") if tune_gate else ("up", "down")
+    return (module,)
+
+
+def plan_targets(neurons: NeuronIndex, tune_gate: bool = False) -> list[Target]:
+    """Every (layer, matrix) slice the selected neurons own, in a fixed order."""
+    targets = []
+    for module in MODULES:
+        for layer, ids in neurons.by_layer(module).items():
+            targets += [Target(layer, matrix, ids) for matrix in matrices_for(module, tune_gate)]
+    return targets
+
+
+def linear_of(model: torch.nn.Module, layer: int, matrix: str) -> torch.nn.Linear:
+    """The projection a matrix name refers to, through the architecture table."""
+    where, part, _ = MATRICES[matrix]
+    return mlp_module(model, layer, part) if where == "mlp" else attn_module(model, layer, part)
+
+
+# ----------------------------------------------------------------------------- deltas
+
+
+class NeuronDeltas(torch.nn.Module):
+    """Zero-initialised fp32 deltas for the target slices; hooks add them, ``fold`` writes them in."""
+
+    def __init__(self, model: torch.nn.Module, targets: Sequence[Target]) -> None:
+        super().__init__()
+        self._model = [model]  # a list, so the model is not registered as a submodule
+        self.targets = list(targets)
+        self.deltas = torch.nn.ParameterList()
+        for t in self.targets:
+            weight = linear_of(model, t.layer, t.matrix).weight  # [out, in]
+            t.ids = t.ids.to(weight.device)
+            shape = (len(t.ids), weight.shape[1]) if t.axis == 0 else (weight.shape[0], len(t.ids))
+            self.deltas.append(torch.nn.Parameter(torch.zeros(shape, dtype=torch.float32, device=weight.device)))
+
+    @property
+    def num_entries(self) -> int:
+        return sum(d.numel() for d in self.deltas)
+
+    @contextmanager
+    def attached(self) -> Iterator["NeuronDeltas"]:
+        """Add each delta to its projection's output while inside the block; hooks are removed on exit."""
+        handles = []
+        try:
+            for t, delta in zip(self.targets, self.deltas):
+                module = linear_of(self._model[0], t.layer, t.matrix)
+                handles.append(module.register_forward_hook(_delta_hook(t, delta)))
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        """Write the deltas into the weights in place (only the target rows/columns change)."""
+        for t, delta in zip(self.targets, self.deltas):
+            weight = linear_of(self._model[0], t.layer, t.matrix).weight
+            weight.index_add_(t.axis, t.ids, delta.to(weight.dtype))
+
+    def rows_per_layer(self, num_layers: int) -> dict[str, list[int]]:
+        """Trained rows (or columns) per matrix per layer."""
+        out: dict[str, list[int]] = {}
+        for t in self.targets:
+            out.setdefault(t.matrix, [0] * num_layers)[t.layer] = len(t.ids)
+        return out
+
+    def entries_per_matrix(self) -> dict[str, int]:
+        """Trained weight entries per matrix kind, summed over layers."""
+        out: dict[str, int] = {}
+        for t, delta in zip(self.targets, self.deltas):
+            out[t.matrix] = out.get(t.matrix, 0) + delta.numel()
+        return out
+
+
+def _delta_hook(t: Target, delta: torch.nn.Parameter):
+    """Forward hook: ``y[..., rows] += x @ D^T`` for rows, ``y += x[..., cols] @ D^T`` for columns."""
+    ids = t.ids
+
+    def row_hook(_module, args, out):
+        extra = F.linear(args[0].to(delta.dtype), delta)  # [..., n_rows]
+        return out.index_add(-1, ids, extra.to(out.dtype))
+
+    def col_hook(_module, args, out):
+        extra = F.linear(args[0].index_select(-1, ids).to(delta.dtype), delta)  # [..., out]
+        return out + extra.to(out.dtype)
+
+    return row_hook if t.axis == 0 else col_hook
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class Example:
+    """One tokenized document; ``labels`` is -100 where no loss is taken."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+def pick_documents(table, n_docs: int, seed: int) -> tuple[list[str], list[str]]:
+    """Up to ``n_docs`` harmful prompts (seeded choice, table order kept) and the project's refusal for each."""
+    from .tune import refusals_for
+
+    missing = {"id", "prompt", "category"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"sntune: harmful prompt table lacks column(s) {sorted(missing)}")
+    if table.num_rows == 0:
+        raise ValueError("sntune: the harmful prompt table is empty")
+    rows = np.sort(np.random.default_rng(seed).permutation(table.num_rows)[:n_docs])
+    picked = table.take(rows)
+    return picked.column("prompt").to_pylist(), refusals_for(picked)
+
+
+def plain_document(question: str, refusal: str) -> str:
+    """The paper's ``"{question}. {refusal}"``, without doubling a question's own end punctuation."""
+    question = question.rstrip()
+    return f"{question} {refusal}" if question.endswith((".", "?", "!")) else f"{question}. {refusal}"
+
+
+def build_examples(tok, questions: Sequence[str], refusals: Sequence[str], fmt: str = "chat",
+                   max_length: int = 512) -> list[Example]:
+    """Tokenize documents; chat puts the loss on the assistant's refusal only, plain on every token."""
+    out = []
+    for q, r in zip(questions, refusals, strict=True):
+        if fmt == "plain":
+            ids = tok(plain_document(q, r), add_special_tokens=True)["input_ids"][:max_length]
+            out.append(Example(ids, list(ids)))
+            continue
+        prompt_ids, answer_ids = _chat_parts(tok, q, r)
+        ids = (prompt_ids + answer_ids)[:max_length]
+        labels = ([IGNORE] * len(prompt_ids) + answer_ids)[:max_length]
+        out.append(Example(ids, labels))
+    return out
+
+
+def _chat_parts(tok, question: str, refusal: str) -> tuple[list[int], list[int]]:
+    """Prompt tokens as generation sees them, then the assistant turn (with its end-of-turn marks)."""
+    from .models import chat_prompt
+
+    prompt = chat_prompt(tok, question)
+    if tok.chat_template is None:
+        answer = f" {refusal}{tok.eos_token or ''}"
+    else:
+        full = tok.apply_chat_template([{"role": "user", "content": question},
+                                        {"role": "assistant", "content": refusal}], tokenize=False)
+        if not full.startswith(prompt):
+            raise ValueError("sntune: the chat template renders the prompt differently with an answer appended")
+        answer = full[len(prompt):]
+    return tok(prompt, add_special_tokens=False)["input_ids"], tok(answer, add_special_tokens=False)["input_ids"]
+
+
+def collate(examples: Sequence[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-padded tensors; padding is masked out of attention and loss."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[row, :n], labels[row, :n], mask[row, :n] = torch.tensor(e.input_ids), torch.tensor(e.labels), 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def loss_tokens(e: Example) -> int:
+    """Tokens that carry loss (next-token targets, so the first position never does)."""
+    return sum(1 for t in e.labels[1:] if t != IGNORE)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    """What one SN-Tune run did, step by step; ``optimizer`` is kept for inspection."""
+
+    losses: list[float] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)   # before clipping, over delta grads only
+    learning_rates: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    optimizer: torch.optim.Optimizer | None = None
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+
+def optimizer_state_bytes(opt: torch.optim.Optimizer) -> int:
+    """Bytes of every tensor the optimizer keeps (moments and step counters)."""
+    return sum(v.numel() * v.element_size() for state in opt.state.values() for v in state.values()
+               if torch.is_tensor(v))
+
+
+def accumulation_groups(n: int, cfg: SNTuneConfig) -> list[list[int]]:
+    """Example ids per optimizer step: a seeded shuffle per epoch, cut into effective batches."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    groups = []
+    for _ in range(cfg.epochs):
+        order = torch.randperm(n, generator=gen).tolist()
+        groups += [order[i:i + cfg.effective_batch] for i in range(0, n, cfg.effective_batch)]
+    return groups
+
+
+def token_loss_sum(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Summed next-token cross-entropy over labelled tokens (normalised by the caller per step)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    targets = batch["labels"][:, 1:]
+    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
+
+
+def train_deltas(model: torch.nn.Module, deltas: NeuronDeltas, examples: Sequence[Example], cfg: SNTuneConfig,
+                 *, pad_id: int, progress: bool = True) -> TrainResult:
+    """AdamW + cosine warmup over the deltas only; each step's loss is the mean over its labelled tokens."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = list(deltas.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=cfg.adam_betas, eps=cfg.adam_eps,
+                            weight_decay=cfg.weight_decay, foreach=False)
+    groups = accumulation_groups(len(examples), cfg)
+    sched = get_cosine_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * len(groups)), len(groups))
+    result, device, start = TrainResult(optimizer=opt), params[0].device, time.perf_counter()
+    model.train()
+    with deltas.attached(), tqdm(total=len(groups), desc="sntune", unit="step", disable=not progress) as bar:
+        for group in groups:
+            result.learning_rates.append(sched.get_last_lr()[0])
+            loss, norm = _one_step(model, params, [examples[i] for i in group], cfg, pad_id, device)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            result.losses.append(loss)
+            result.grad_norms.append(norm)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            bar.update()
+    model.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _one_step(model, params, group: Sequence[Example], cfg: SNTuneConfig, pad_id: int,
+              device: torch.device) -> tuple[float, float]:
+    """Accumulate gradients of one effective batch; clip the delta gradients. Returns (loss, pre-clip norm)."""
+    n_tokens = max(1, sum(loss_tokens(e) for e in group))
+    total = 0.0
+    for i in range(0, len(group), cfg.batch_size):
+        batch = collate(group[i:i + cfg.batch_size], pad_id, device)
+        loss = token_loss_sum(model, batch) / n_tokens
+        loss.backward()
+        total += loss.item()
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0
+    if cfg.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=False)
+    return total, norm
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+def tune_model(model: torch.nn.Module, tok, index: NeuronIndex, harmful, cfg: SNTuneConfig, *,
+               foundation: NeuronIndex | None = None, progress: bool = True) -> dict[str, Any]:
+    """SN-Tune (or RSN-Tune with ``foundation``) in place: select, train the deltas, fold them in."""
+    index.check_fits(model.config, "sntune neuron index")
+    if foundation is not None:
+        foundation.check_fits(model.config, "sntune foundation index")
+        index = index.difference(foundation)
+    neurons = select_neurons(index, cfg.modules, cfg.max_per_matrix)
+    if len(neurons) == 0:
+        raise ValueError(f"sntune: no neurons of modules {list(cfg.modules)} left to tune")
+    questions, refusals = pick_documents(harmful, cfg.n_docs, cfg.seed)
+    examples = build_examples(tok, questions, refusals, cfg.format, cfg.max_length)
+    torch.manual_seed(cfg.seed)
+    deltas = NeuronDeltas(model, plan_targets(neurons, cfg.tune_gate))
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    result = train_deltas(model, deltas, examples, cfg, pad_id=pad_id, progress=progress)
+    deltas.fold()
+    return _summary(model, neurons, deltas, result, examples, foundation is not None)
+
+
+def _summary(model, neurons: NeuronIndex, deltas: NeuronDeltas, result: TrainResult,
+             examples: Sequence[Example], rsn: bool) -> dict[str, Any]:
+    """Counts and losses of a run (timing is kept apart so manifests stay reproducible)."""
+    total = sum(p.numel() for p in model.parameters())
+    num_layers = model.config.num_hidden_layers
+    return {
+        "method": "rsntune" if rsn else "sntune",
+        "n_docs": len(examples),
+        "n_loss_tokens": sum(loss_tokens(e) for e in examples),
+        "neurons": {m: c for m, c in neurons.per_layer_counts().items()},
+        "trained_rows": deltas.rows_per_layer(num_layers),
+        "trained_entries_per_matrix": deltas.entries_per_matrix(),
+        "trained_entries": deltas.num_entries,
+        "total_params": total,
+        "trained_fraction": deltas.num_entries / total,
+        "optimizer_state_bytes": optimizer_state_bytes(result.optimizer),
+        "steps": result.steps,
+        "losses": result.losses,
+        "grad_norms": result.grad_norms,
+        "learning_rates": result.learning_rates,
+        "final_loss": result.losses[-1] if result.losses else None,
+        "seconds": result.seconds,
+        "seconds_per_step": result.seconds / max(1, result.steps),
+    }
+
+
+def save_checkpoint(model: torch.nn.Module, tok, out_dir: str | os.PathLike, variant: manifest.Variant) -> Path:
+    """safetensors + tokenizer + variant.json, written beside the target and renamed so no partial dir remains."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        manifest.write(tmp, variant)
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def sn_tune(parent_dir: str | os.PathLike, out_dir: str | os.PathLike, index: NeuronIndex, harmful,
+            cfg: SNTuneConfig, *, model_name: str, foundation: NeuronIndex | None = None,
+            inputs: dict[str, str] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Load the parent, SN-Tune it (RSN-Tune with ``foundation``) and save a full checkpoint; returns the summary."""
+    from .models import load_variant, pick_device
+
+    pick_documents(harmful, cfg.n_docs, cfg.seed)  # bad tables fail before the model loads
+    torch.manual_seed(cfg.seed)
+    model, tok = load_variant(parent_dir, device=pick_device(), dtype=cfg.dtype)
+    summary = tune_model(model, tok, index, harmful, cfg, foundation=foundation, progress=progress)
+    timing = {"seconds_per_step", "seconds"}
+    params = {**asdict(cfg), **{k: v for k, v in summary.items() if k not in timing | {"method"}}}
+    variant = manifest.Variant(name=summary["method"], model=model_name, kind="full", method=summary["method"],
+                               parent=os.path.relpath(parent_dir, out_dir), params=params, inputs=inputs or {})
+    save_checkpoint(model, tok, out_dir, variant)
+    return summary
+
+
+def sntune_stage(parent_dir: str | os.PathLike, neurons_path: str | os.PathLike,
+                 harmful_parquet: str | os.PathLike, out_dir: str | os.PathLike, cfg: SNTuneConfig, *,
+                 model_name: str, foundation_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The workflow stage: read the neuron index(es) and prompts, tune, and hash the inputs into variant.json."""
+    from .data import read_table
+
+    named = {"neurons": neurons_path, "harmful": harmful_parquet, "parent": Path(parent_dir) / manifest.FILENAME}
+    foundation = None
+    if foundation_path is not None:
+        foundation = NeuronIndex.read(foundation_path)
+        named["foundation"] = foundation_path
+    return sn_tune(parent_dir, out_dir, NeuronIndex.read(neurons_path), read_table(harmful_parquet), cfg,
+                   model_name=model_name, foundation=foundation, inputs=manifest.hash_inputs(named))

@@ -1,0 +1,76 @@
+rule contrast:
+    """Activation contrasting of A vs U on the generator's completions: ranked MLP neurons + statistics."""
+    input:
+        aligned=lambda wildcards: contrast_pair(wildcards.model)[0],
+        unaligned=lambda wildcards: contrast_pair(wildcards.model)[1],
+        prompts=lambda wildcards: dataset_parquet(stage(wildcards.model, "contrast")["dataset"]),
+    output:
+        index=neuron_index("{model}", "contrast"),
+        sidecar="results/{model}/neurons/contrast.json",
+        stats="results/{model}/activations/contrast.safetensors",
+    params:
+        contrast=params_of("contrast"),
+        seed=config["seed"],
+        code=code_hash("scores/contrast", "stats", "neurons", "hooks", "archs", "models", "data", "manifest"),
+    threads: threads_of
+    resources:
+        gpu=res("gpu"),
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    log:
+        "results/{model}/logs/contrast.log",
+    benchmark:
+        "results/{model}/benchmarks/contrast.tsv"
+    script:
+        "../workflow_scripts/contrast.py"
+
+
+rule neurons_section:
+    """Report section: the contrast index's provenance, per-layer counts and neuron2word."""
+    input:
+        index=neuron_index("{model}", "contrast"),
+        ckpt=lambda wildcards: contrast_pair(wildcards.model)[0],
+    output:
+        json="results/{model}/sections/neurons.json",
+    params:
+        patching=params_of("patching"),
+        code=code_hash("lens", "neurons", "models", "archs"),
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+    log:
+        "results/{model}/logs/neurons_section.log",
+    script:
+        "../workflow_scripts/neurons_section.py"
+
+
+rule safeguard:
+    """Probe: U's unsafe answers predicted from top-k neuron activations at the last prompt token."""
+    input:
+        ckpt=lambda wildcards: contrast_pair(wildcards.model)[1],
+        index=neuron_index("{model}", "contrast"),
+        train=lambda wildcards: [
+            f"results/{wildcards.model}/scored/{stage(wildcards.model, 'contrast')['unaligned']}/{d}.parquet"
+            for d in stage(wildcards.model, "safeguard")["train"]
+        ],
+        test=lambda wildcards: [
+            f"results/{wildcards.model}/scored/{stage(wildcards.model, 'contrast')['unaligned']}/{d}.parquet"
+            for d in stage(wildcards.model, "safeguard")["test"]
+        ],
+    output:
+        json="results/{model}/sections/safeguard.json",
+    params:
+        safeguard=params_of("safeguard"),
+        seed=config["seed"],
+        code=code_hash("safeguard", "neurons", "hooks", "models", "data"),
+    threads: threads_of
+    resources:
+        gpu=res("gpu"),
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    log:
+        "results/{model}/logs/safeguard.log",
+    benchmark:
+        "results/{model}/benchmarks/safeguard.tsv"
+    script:
+        "../workflow_scripts/safeguard.py"

@@ -1,0 +1,260 @@
+"""PLND: parallel scores equal brute-force deactivation; intersection, top-k/eps, determinism, bad input."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+from neuronkit.archs import attn_module, head_dim, mlp_module, model_shape, site_sizes
+from neuronkit.hooks import count_hooks, on_sites
+from neuronkit.models import TinySpec, _load_tiny
+from neuronkit.neurons import NeuronIndex
+from neuronkit.scores.plnd import (IntersectionReducer, PLNDConfig, detect_neurons, plnd_importance, qualifying,
+                                   rsn_neurons)
+
+GQA = TinySpec(heads=4, kv_heads=2, seed=1)
+MHA = TinySpec(heads=4, kv_heads=4, seed=2)
+TOKENS = 12
+
+
+def _model(spec: TinySpec):
+    """A float64 eager tiny model with sharpened q/k so attention is far from uniform."""
+    model, tok = _load_tiny(spec)
+    model.set_attn_implementation("eager")
+    model = model.double().eval()
+    with torch.no_grad():
+        for layer in range(spec.layers):
+            attn_module(model, layer, "q").weight.mul_(6)
+            attn_module(model, layer, "k").weight.mul_(6)
+    return model, tok
+
+
+@pytest.fixture(scope="module", params=[GQA, MHA], ids=["gqa", "mha"])
+def tiny(request):
+    model, tok = _model(request.param)
+    ids = torch.randint(3, 250, (1, TOKENS), generator=torch.Generator().manual_seed(7))
+    return model, tok, ids, plnd_importance(model, ids)
+
+
+@contextmanager
+def _output_of(module: torch.nn.Module):
+    """Record a module's output (the brute-force measuring point)."""
+    store = {}
+    handle = module.register_forward_hook(lambda _m, _a, out: store.__setitem__("out", out.detach()))
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+def _one_dim_per_row(n: int):
+    """Site edit: batch row j zeroes dim j; the last row is the untouched baseline."""
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        rows = torch.arange(n)
+        t[rows, :, rows] = 0
+        return t
+    return fn
+
+
+def _brute_output_change(model, ids, layer, module, measured):
+    """||change of a module's output||_F when each dim of a site is zeroed, one at a time."""
+    n = site_sizes(model.config)[module]
+    with torch.no_grad(), on_sites(model, {(layer, module): _one_dim_per_row(n)}), _output_of(measured) as got:
+        model(ids.expand(n + 1, -1))
+    out = got["out"]
+    return (out[:n] - out[n:]).flatten(1).norm(dim=1)
+
+
+def _brute_prob_change(model, ids, layer, module):
+    """Per (zeroed dim, head) Frobenius change of the attention probabilities, one dim at a time."""
+    n = site_sizes(model.config)[module]
+    with torch.no_grad(), on_sites(model, {(layer, module): _one_dim_per_row(n)}):
+        att = model(ids.expand(n + 1, -1), output_attentions=True).attentions[layer]
+    return (att[:n] - att[n:]).flatten(2).norm(dim=2)  # [n, heads]
+
+
+def _close(parallel: torch.Tensor, brute: torch.Tensor) -> None:
+    torch.testing.assert_close(parallel, brute.float(), rtol=2e-4, atol=1e-6 * float(brute.abs().max()))
+
+
+def test_ffn_scores_equal_brute_force_deactivation(tiny):
+    model, _, ids, scores = tiny
+    for layer in range(model.config.num_hidden_layers):
+        brute = _brute_output_change(model, ids, layer, "mlp", mlp_module(model, layer, "down"))
+        assert brute.min() > 0
+        _close(scores["mlp"][layer], brute)
+
+
+@pytest.mark.parametrize("module", ["v", "o"])
+def test_v_and_o_scores_equal_brute_force_attention_output_change(tiny, module):
+    model, _, ids, scores = tiny
+    for layer in range(model.config.num_hidden_layers):
+        brute = _brute_output_change(model, ids, layer, module, attn_module(model, layer, "o"))
+        _close(scores[module][layer], brute)
+
+
+def test_q_scores_equal_brute_force_softmax_change_of_their_head(tiny):
+    model, _, ids, scores = tiny
+    hd = head_dim(model.config)
+    for layer in range(model.config.num_hidden_layers):
+        change = _brute_prob_change(model, ids, layer, "q")
+        dims = torch.arange(change.shape[0])
+        brute = change[dims, dims // hd]  # q dim j belongs to query head j // head_dim
+        assert brute.max() > 1e-3  # the attention is sharp enough for the test to mean something
+        _close(scores["q"][layer], brute)
+
+
+def test_k_scores_equal_brute_force_over_the_query_heads_of_the_group(tiny):
+    model, _, ids, scores = tiny
+    cfg = model.config
+    hd, group = head_dim(cfg), cfg.num_attention_heads // cfg.num_key_value_heads
+    heads = torch.arange(cfg.num_attention_heads)
+    for layer in range(cfg.num_hidden_layers):
+        change = _brute_prob_change(model, ids, layer, "k")  # [kv dims, query heads]
+        reads = (heads[None, :] // group) == (torch.arange(change.shape[0])[:, None] // hd)  # GQA: h // group
+        brute = (change.pow(2) * reads).sum(dim=1).sqrt()
+        assert (change * ~reads).abs().max() == 0  # heads of other groups are untouched
+        _close(scores["k"][layer], brute)
+
+
+def test_q_and_k_are_scored_separately(tiny):
+    model, _, _, scores = tiny
+    q, k = scores["q"], scores["k"]
+    assert q.shape[1] == site_sizes(model.config)["q"] and k.shape[1] == site_sizes(model.config)["k"]
+    if q.shape == k.shape:
+        assert not torch.allclose(q, k)
+    assert not torch.allclose(q[:, : k.shape[1]], k)
+
+
+def test_scores_are_float32_cpu_and_hooks_are_removed(tiny):
+    model, _, ids, scores = tiny
+    assert set(scores) == {"mlp", "q", "k", "v", "o"}
+    assert all(s.dtype == torch.float32 and s.device.type == "cpu" for s in scores.values())
+    before = count_hooks(model)  # transformers keeps its own output_attentions recorders
+    plnd_importance(model, ids)
+    assert count_hooks(model) == before
+    with pytest.raises(RuntimeError, match="boom"):
+        with on_sites(model, {(0, "mlp"): lambda t: (_ for _ in ()).throw(RuntimeError("boom"))}):
+            plnd_importance(model, ids)
+    assert count_hooks(model) == before
+
+
+def test_padding_is_ignored(tiny):
+    model, _, ids, scores = tiny
+    padded = torch.cat([ids, torch.zeros(1, 3, dtype=ids.dtype)], dim=1)
+    mask = torch.cat([torch.ones_like(ids), torch.zeros(1, 3, dtype=ids.dtype)], dim=1)
+    again = plnd_importance(model, padded, attention_mask=mask)
+    for m in scores:
+        torch.testing.assert_close(again[m], scores[m], rtol=1e-5, atol=1e-7)
+
+
+def test_legacy_ffn_score_is_the_public_up_abs_sum(tiny):
+    model, _, ids, _ = tiny
+    got = plnd_importance(model, ids, modules=["mlp"], ffn_score="legacy_up_abs")
+    assert set(got) == {"mlp"}
+    from neuronkit.archs import submodule
+
+    with torch.no_grad(), _output_of(mlp_module(model, 1, "up")) as up:
+        submodule(model, "decoder")(input_ids=ids)
+    _close(got["mlp"][1], up["out"][0].abs().sum(dim=0))
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def _cfg(**kw) -> PLNDConfig:
+    return PLNDConfig(modules=("mlp",), progress=False, **kw)
+
+
+def _meta() -> dict:
+    return {"shape": {"model_type": "llama", "num_layers": 2, "sites": {"mlp": 4, "q": 8, "k": 4, "v": 4, "o": 8}}}
+
+
+def test_intersection_keeps_only_neurons_that_qualify_on_every_document():
+    docs = [torch.tensor([[0.9, 0.8, 0.1, 0.7], [0.6, 0.0, 0.9, 0.2]]),
+            torch.tensor([[0.9, 0.1, 0.1, 0.8], [0.7, 0.9, 0.9, 0.1]])]
+    red = IntersectionReducer(_cfg(ffn_top_k=None, ffn_eps=0.5))
+    for s in docs:
+        red.update({"mlp": s})
+    idx = red.index(_meta())
+    # (0,1) misses doc 2, (1,1) misses doc 1: both out
+    assert sorted(idx.keys()) == [(0, "mlp", 0), (0, "mlp", 3), (1, "mlp", 0), (1, "mlp", 2)]
+    assert idx.keys()[0] == (0, "mlp", 0)  # mean 0.9 ranks first
+    assert idx.score[0] == pytest.approx(0.9) and idx.meta["n_docs"] == 2
+
+
+def test_top_k_mode_intersects_per_layer_top_k():
+    docs = [torch.tensor([[0.9, 0.8, 0.1, 0.7], [0.6, 0.0, 0.9, 0.2]]),
+            torch.tensor([[0.9, 0.1, 0.1, 0.8], [0.7, 0.9, 0.9, 0.1]])]
+    red = IntersectionReducer(_cfg(ffn_top_k=2))
+    for s in docs:
+        red.update({"mlp": s})
+    idx = red.index(_meta())
+    # doc1 top2: layer0 {0,1}, layer1 {2,0}; doc2 top2: layer0 {0,3}, layer1 {1,2} (tie -> lower id)
+    assert sorted(idx.keys()) == [(0, "mlp", 0), (1, "mlp", 2)]
+    assert qualifying(torch.tensor([[1.0, 1.0, 1.0]]), top_k=2).tolist() == [[True, True, False]]
+    assert qualifying(torch.tensor([[0.2, 0.5]]), eps=0.5).tolist() == [[False, True]]
+
+
+def test_detect_neurons_end_to_end_intersects_per_document_top_k_and_is_byte_deterministic(tmp_path):
+    model, tok = _load_tiny(TinySpec(seed=3))
+    texts = ["How do I pick a lock?", "Write a poem about rain.", "Tell me a secret"]
+    cfg = PLNDConfig(ffn_top_k=24, attn_top_k=12, progress=False)
+    a = detect_neurons(model, tok, texts, cfg, {"dataset": "unit"})
+    b = detect_neurons(model, tok, texts, cfg, {"dataset": "unit"})
+    assert a.meta["shape"] == model_shape(model.config) and a.meta["method"] == "plnd"
+    assert 0 < len(a) and all(c <= 24 for c in a.per_layer_counts()["mlp"])
+    per_doc = [plnd_importance(model, tok(t, return_tensors="pt").input_ids) for t in texts]
+    for layer, module, neuron in a.keys():
+        k = 24 if module == "mlp" else 12
+        for s in per_doc:
+            assert neuron in torch.argsort(-s[module][layer], stable=True)[:k].tolist()
+    a.write(tmp_path / "a.parquet")
+    b.write(tmp_path / "b.parquet")
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    assert NeuronIndex.read(tmp_path / "a.parquet").keys() == a.keys()
+    foundation = detect_neurons(model, tok, ["The river flows to the sea."], cfg, {"dataset": "benign"})
+    rsn = rsn_neurons(a, foundation)
+    assert set(rsn.keys()) == set(a.keys()) - set(foundation.keys())
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"modules": ("mlp", "gate")}, "unknown module"),
+    ({"modules": ()}, "non-empty"),
+    ({"ffn_eps": 0.1}, "exactly one of ffn_top_k or ffn_eps"),
+    ({"attn_top_k": None}, "exactly one of attn_top_k or attn_eps"),
+    ({"ffn_top_k": 0}, "ffn_top_k must be an integer >= 1"),
+    ({"ffn_score": "up"}, "unknown ffn_score"),
+    ({"max_length": 0}, "max_length"),
+])
+def test_bad_config_is_refused_clearly(kw, match):
+    with pytest.raises(ValueError, match=match):
+        PLNDConfig(**kw)
+
+
+def test_bad_calls_are_refused_before_compute():
+    model, tok = _load_tiny(TinySpec())
+    ids = torch.tensor([[5, 6, 7]])
+    with pytest.raises(ValueError, match="unknown module"):
+        plnd_importance(model, ids, modules=["mlp", "attn"])
+    with pytest.raises(ValueError, match="one document at a time"):
+        plnd_importance(model, ids.expand(2, -1))
+    with pytest.raises(ValueError, match="no documents"):
+        detect_neurons(model, tok, [], PLNDConfig(progress=False))
+    assert count_hooks(model) == 0
+
+
+def test_encode_chat_wraps_and_truncates():
+    from neuronkit.scores.plnd import encode
+
+    _, tok = _load_tiny(TinySpec())
+    raw = encode(tok, "hello", PLNDConfig(progress=False))
+    chat = encode(tok, "hello", PLNDConfig(chat=True, progress=False))
+    assert chat.shape[1] > raw.shape[1] and "<|im_start|>" in tok.decode(chat[0])
+    assert encode(tok, "a long document " * 20, PLNDConfig(max_length=16, progress=False)).shape == (1, 16)

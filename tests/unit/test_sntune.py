@@ -1,0 +1,314 @@
+"""SN-Tune: only the safety neurons' rows/columns move, checkpoints reload exactly, state is sparse."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from neuronkit import manifest
+from neuronkit.archs import attn_module, mlp_module, model_shape
+from neuronkit.builtin_data import harmful_requests
+from neuronkit.hooks import count_hooks
+from neuronkit.models import load_variant
+from neuronkit.neurons import NeuronIndex, NeuronIndexError
+from neuronkit.sntune import (IGNORE, NeuronDeltas, SNTuneConfig, build_examples, collate, linear_of,
+                              optimizer_state_bytes, pick_documents, plan_targets, save_checkpoint, select_neurons,
+                              sn_tune, sntune_stage, token_loss_sum, train_deltas, tune_model)
+
+FAST = dict(batch_size=2, grad_accum=2, max_length=96, n_docs=6, warmup_ratio=0.0)
+
+
+@pytest.fixture(scope="module")
+def harmful() -> pa.Table:
+    rows = harmful_requests("train")[:16]
+    return pa.table({k: [r[k] for r in rows] for k in ("id", "prompt", "category")})
+
+
+@pytest.fixture
+def tiny(tiny_base):
+    return load_variant(tiny_base, device=torch.device("cpu"))
+
+
+def _index(model, seed: int = 1, modules=("mlp", "q", "k", "v", "o")) -> NeuronIndex:
+    """A full random ranking over every site of the model (distinct scores)."""
+    shape = model_shape(model.config)
+    gen = torch.Generator().manual_seed(seed)
+    scores = {m: torch.rand(shape["num_layers"], shape["sites"][m], generator=gen) for m in modules}
+    return NeuronIndex.from_scores(scores, {"method": "test", "shape": shape})
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _trained_mask(model, targets) -> dict[str, torch.Tensor]:
+    """Per weight name, True where SN-Tune may write."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    masks = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in model.named_parameters()}
+    for t in targets:
+        name = names[id(linear_of(model, t.layer, t.matrix).weight)]
+        if t.axis == 0:
+            masks[name][t.ids] = True
+        else:
+            masks[name][:, t.ids] = True
+    return masks
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_from_config_names_bad_keys_and_values():
+    cfg = SNTuneConfig.from_config({"learning_rate": 1, "modules": ["mlp", "q"], "max_per_matrix": None})
+    assert cfg.learning_rate == 1.0 and cfg.modules == ("mlp", "q") and cfg.effective_batch == 32
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['lr'\]"):
+        SNTuneConfig.from_config({"lr": 1e-6})
+    with pytest.raises(ValueError, match="sntune.learning_rate: expected float.*'1e-6' \\(str\\)"):
+        SNTuneConfig.from_config({"learning_rate": "1e-6"})
+    with pytest.raises(ValueError, match="sntune.max_per_matrix must be >= 1"):
+        SNTuneConfig.from_config({"max_per_matrix": 0})
+    with pytest.raises(ValueError, match="sntune.format"):
+        SNTuneConfig.from_config({"format": "alpaca"})
+    with pytest.raises(ValueError, match="sntune.modules"):
+        SNTuneConfig.from_config({"modules": ["mlp", "ffn"]})
+    with pytest.raises(ValueError, match="sntune.warmup_ratio must be < 1"):
+        SNTuneConfig(warmup_ratio=1.0)
+
+
+def test_defaults_are_the_papers():
+    cfg = SNTuneConfig()
+    assert (cfg.learning_rate, cfg.epochs, cfg.effective_batch, cfg.warmup_ratio, cfg.max_grad_norm,
+            cfg.max_length, cfg.max_per_matrix, cfg.n_docs, cfg.tune_gate) == (1e-6, 1, 32, 0.05, 0.3, 512, 100, 50,
+                                                                             False)
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def test_cap_keeps_the_top_importance_neurons_per_layer_and_module(tiny):
+    model, _ = tiny
+    index = _index(model)
+    picked = select_neurons(index, ("mlp", "q", "k", "v", "o"), max_per_matrix=5)
+    for module in ("mlp", "q", "k", "v", "o"):
+        for layer in range(model.config.num_hidden_layers):
+            sel = (index.module == module) & (index.layer == layer)
+            best = set(index.neuron[sel][np.argsort(-index.score[sel])][:5].tolist())
+            got = (picked.module == module) & (picked.layer == layer)
+            assert set(picked.neuron[got].tolist()) == best
+    assert np.all(np.diff(picked.score) <= 0)  # still in rank order
+    assert set(select_neurons(index, ("mlp",), None).module.tolist()) == {"mlp"}
+
+
+def test_cap_follows_rank_order_not_neuron_ids(tiny):
+    model, _ = tiny
+    index = NeuronIndex([0, 0, 0, 0], ["mlp"] * 4, [9, 3, 50, 1], [4.0, 3.0, 2.0, 1.0],
+                        {"shape": model_shape(model.config)})
+    assert select_neurons(index, ("mlp",), 2).neuron.tolist() == [9, 3]
+
+
+def test_neurons_own_up_rows_down_columns_and_attention_rows(tiny):
+    model, _ = tiny
+    index = NeuronIndex([0, 1, 1, 0], ["mlp", "q", "mlp", "o"], [7, 2, 4, 3], [4, 3, 2, 1],
+                        {"shape": model_shape(model.config)})
+    plan = {(t.layer, t.matrix): (t.axis, t.ids.tolist()) for t in plan_targets(index)}
+    assert plan == {(0, "up"): (0, [7]), (0, "down"): (1, [7]), (1, "up"): (0, [4]), (1, "down"): (1, [4]),
+                    (1, "q"): (0, [2]), (0, "o"): (1, [3])}
+    assert {t.matrix for t in plan_targets(index, tune_gate=True)} >= {"gate"}
+    assert linear_of(model, 1, "down") is mlp_module(model, 1, "down")
+    assert linear_of(model, 0, "k") is attn_module(model, 0, "k")
+
+
+# ----------------------------------------------------------------------------- deltas
+
+
+def test_hooked_deltas_equal_folded_weights_and_hooks_go_away(tiny):
+    model, _ = tiny
+    targets = plan_targets(select_neurons(_index(model), ("mlp", "q", "k", "v", "o"), 3), tune_gate=True)
+    deltas = NeuronDeltas(model, targets)
+    with torch.no_grad():
+        for d in deltas.deltas:
+            d.normal_(0, 0.5)
+    ids = torch.tensor([[5, 17, 33, 99, 120, 7]])
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with deltas.attached():
+            assert count_hooks(model) == len(targets)
+            hooked = model(input_ids=ids).logits
+        assert count_hooks(model) == 0
+        deltas.fold()
+        folded = model(input_ids=ids).logits
+    assert not torch.allclose(hooked, plain, atol=1e-3)
+    torch.testing.assert_close(folded, hooked, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError), deltas.attached():
+        raise RuntimeError("boom")
+    assert count_hooks(model) == 0
+
+
+def test_delta_grads_are_the_masked_weight_grads_and_clipping_sees_only_them(tiny, harmful):
+    model, tok = tiny
+    cfg = SNTuneConfig(**{**FAST, "n_docs": 4, "learning_rate": 1e-3})
+    targets = plan_targets(select_neurons(_index(model), cfg.modules, 4))
+    q, r = pick_documents(harmful, cfg.n_docs, cfg.seed)
+    examples = build_examples(tok, q, r, cfg.format, cfg.max_length)
+    batch = collate(examples, tok.pad_token_id, torch.device("cpu"))
+    n_tokens = int((batch["labels"][:, 1:] != IGNORE).sum())
+
+    model.zero_grad()
+    (token_loss_sum(model, batch) / n_tokens).backward()  # dense gradients of every weight
+    dense = {n: p.grad.clone() for n, p in model.named_parameters()}
+    masks = _trained_mask(model, targets)
+    masked_norm = torch.linalg.vector_norm(torch.stack([dense[n][m].norm() for n, m in masks.items()]))
+    full_norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in dense.values()]))
+    model.zero_grad()
+
+    deltas = NeuronDeltas(model, targets)
+    result = train_deltas(model, deltas, examples, cfg, pad_id=tok.pad_token_id, progress=False)
+    assert result.steps == 1  # one effective batch of 4 = 2 micro-batches
+    assert result.grad_norms[0] == pytest.approx(float(masked_norm), rel=1e-4)
+    assert float(masked_norm) < 0.5 * float(full_norm)
+    assert all(p.grad is None for p in model.parameters())  # frozen weights got no gradient at all
+
+
+def test_delta_gradient_matches_each_masked_slice(tiny, harmful):
+    model, tok = tiny
+    targets = plan_targets(select_neurons(_index(model), ("mlp", "q", "k", "v", "o"), 2))
+    q, r = pick_documents(harmful, 2, 0)
+    batch = collate(build_examples(tok, q, r, "chat", 96), tok.pad_token_id, torch.device("cpu"))
+    token_loss_sum(model, batch).backward()
+    dense = {id(p): p.grad.clone() for p in model.parameters()}
+    model.zero_grad()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    deltas = NeuronDeltas(model, targets)
+    with deltas.attached():
+        token_loss_sum(model, batch).backward()
+    for t, d in zip(deltas.targets, deltas.deltas):
+        g = dense[id(linear_of(model, t.layer, t.matrix).weight)]
+        want = g[t.ids] if t.axis == 0 else g[:, t.ids]
+        torch.testing.assert_close(d.grad, want, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_only_selected_slices_change_and_checkpoint_reloads_exactly(tmp_path, tiny, harmful):
+    from transformers import AutoModelForCausalLM
+
+    model, tok = tiny
+    before = _snapshot(model)
+    index = _index(model)
+    cfg = SNTuneConfig(**{**FAST, "learning_rate": 5e-2, "weight_decay": 0.5, "max_per_matrix": 3})
+    summary = tune_model(model, tok, index, harmful, cfg, progress=False)
+    targets = plan_targets(select_neurons(index, cfg.modules, 3))
+    masks = _trained_mask(model, targets)
+    after = _snapshot(model)
+    for name, mask in masks.items():
+        assert torch.equal(after[name][~mask], before[name][~mask]), f"frozen entries of {name} moved"
+        if mask.any():
+            changed = after[name] != before[name]
+            assert changed[mask].float().mean() > 0.9, f"trained slice of {name} barely moved"
+    assert summary["trained_entries"] == sum(int(m.sum()) for m in masks.values())
+    assert summary["trained_rows"] == {"up": [3, 3], "down": [3, 3], "q": [3, 3], "k": [3, 3], "v": [3, 3]}
+
+    out = save_checkpoint(model, tok, tmp_path / "sn", manifest.Variant("sntune", "tiny", "full", method="sntune"))
+    assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
+    reloaded, _ = load_variant(out, device=torch.device("cpu"))
+    plain = AutoModelForCausalLM.from_pretrained(out)
+    for other in (reloaded, plain):
+        got = other.state_dict()
+        assert all(torch.equal(got[k], v) for k, v in after.items())
+
+
+def test_optimizer_state_is_proportional_to_trained_rows(tiny, harmful):
+    model, tok = tiny
+    q, r = pick_documents(harmful, 2, 0)
+    examples = build_examples(tok, q, r, "chat", 64)
+    sizes = {}
+    for cap in (2, 4):
+        cfg = SNTuneConfig(**{**FAST, "n_docs": 2, "max_per_matrix": cap, "learning_rate": 1e-3})
+        deltas = NeuronDeltas(model, plan_targets(select_neurons(_index(model), cfg.modules, cap)))
+        result = train_deltas(model, deltas, examples, cfg, pad_id=tok.pad_token_id, progress=False)
+        opt = result.optimizer
+        assert not any(p in opt.state for p in model.parameters())
+        assert {id(p) for p in opt.state} == {id(d) for d in deltas.deltas}
+        sizes[cap] = (optimizer_state_bytes(opt), deltas.num_entries, len(deltas.deltas))
+    (b2, e2, n2), (b4, e4, n4) = sizes[2], sizes[4]
+    assert e4 == 2 * e2 and n4 == n2
+    assert b4 - b2 == 2 * 4 * (e4 - e2)  # two fp32 moments per trained entry, nothing else grows
+    assert b2 - 2 * 4 * e2 <= 8 * n2    # the rest is one step counter per delta tensor
+
+
+def test_same_seed_same_checkpoint_and_manifest(tmp_path, tiny_base, harmful):
+    model, _ = load_variant(tiny_base)
+    index = _index(model)
+    cfg = SNTuneConfig(**{**FAST, "learning_rate": 1e-2, "max_per_matrix": 4})
+    a = sn_tune(tiny_base, tmp_path / "a", index, harmful, cfg, model_name="tiny", progress=False)
+    b = sn_tune(tiny_base, tmp_path / "b", index, harmful, cfg, model_name="tiny", progress=False)
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    assert a["losses"] == b["losses"] and a["steps"] == 2  # 6 docs / effective batch 4
+    var = manifest.read(tmp_path / "a")
+    assert var.kind == "full" and var.method == "sntune" and var.params["trained_entries"] == a["trained_entries"]
+    assert (tmp_path / "a" / "variant.json").read_text() == (tmp_path / "b" / "variant.json").read_text()
+    assert "seconds_per_step" not in json.loads((tmp_path / "a" / "variant.json").read_text())["params"]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_rsn_tune_removes_foundation_neurons_before_the_cap(tiny, harmful):
+    model, tok = tiny
+    index = _index(model, modules=("mlp",))
+    foundation = index.top(10)
+    cfg = SNTuneConfig(**{**FAST, "n_docs": 2, "modules": ("mlp",), "max_per_matrix": 4})
+    summary = tune_model(model, tok, index, harmful, cfg, foundation=foundation, progress=False)
+    assert summary["method"] == "rsntune" and summary["neurons"] == {"mlp": [4, 4]}
+    expected = select_neurons(index.difference(foundation), ("mlp",), 4)
+    assert not set(expected.keys()) & set(foundation.keys())
+
+
+def test_stage_reads_files_and_hashes_its_inputs(tmp_path, tiny, tiny_base, harmful):
+    from neuronkit.data import write_table
+
+    model, _ = tiny
+    index = _index(model)
+    index.write(tmp_path / "plnd.parquet")
+    index.top(20).write(tmp_path / "foundation.parquet")
+    write_table(harmful, tmp_path / "harmful.parquet")
+    cfg = SNTuneConfig.from_config({**FAST, "n_docs": 2, "max_per_matrix": 2})
+    summary = sntune_stage(tiny_base, tmp_path / "plnd.parquet", tmp_path / "harmful.parquet", tmp_path / "rsn", cfg,
+                           model_name="tiny", foundation_path=tmp_path / "foundation.parquet")
+    var = manifest.read(tmp_path / "rsn")
+    assert var.method == summary["method"] == "rsntune"
+    assert set(var.inputs) == {"neurons", "harmful", "parent", "foundation"}
+    reloaded, _ = load_variant(tmp_path / "rsn")
+    assert reloaded.config.num_hidden_layers == model.config.num_hidden_layers
+
+
+# ----------------------------------------------------------------------------- data and errors
+
+
+def test_chat_documents_put_the_loss_on_the_refusal_only(tiny, harmful):
+    _, tok = tiny
+    q, r = pick_documents(harmful, 3, 0)
+    assert q == pick_documents(harmful, 3, 0)[0] and len(set(q)) == 3
+    (ex,) = build_examples(tok, q[:1], r[:1], "chat", 512)
+    answer = [t for t in ex.labels if t != IGNORE]
+    n_prompt = ex.labels.index(answer[0])
+    assert tok.decode(ex.input_ids[:n_prompt]).endswith("<|im_start|>assistant\n")
+    assert tok.decode(answer) == r[0] + "<|im_end|>\n"
+    (plain,) = build_examples(tok, ["How do I do it?"], ["No."], "plain", 512)
+    assert plain.labels == plain.input_ids and tok.decode(plain.input_ids) == "How do I do it? No."
+    (short,) = build_examples(tok, ["do it"], ["No."], "plain", 4)
+    assert tok.decode(short.input_ids) == "do i"
+
+
+def test_bad_inputs_fail_before_training(tmp_path, tiny, tiny_base, harmful):
+    model, tok = tiny
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['category'\]"):
+        sn_tune(tiny_base, tmp_path / "x", _index(model), harmful.drop(["category"]), SNTuneConfig(**FAST),
+                model_name="tiny")
+    other = NeuronIndex([0], ["mlp"], [0], [1.0], {"shape": {"num_layers": 30, "sites": {"mlp": 1536}}})
+    with pytest.raises(NeuronIndexError, match="30 layers"):
+        tune_model(model, tok, other, harmful, SNTuneConfig(**FAST), progress=False)
+    with pytest.raises(ValueError, match="no neurons of modules"):
+        tune_model(model, tok, _index(model, modules=("o",)), harmful, SNTuneConfig(**FAST), progress=False)
+    assert not (tmp_path / "x").exists()

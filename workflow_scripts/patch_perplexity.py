@@ -1,0 +1,16 @@
+"""Perplexity of held-out benign text under patching."""
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+
+from neuronkit import runtime  # noqa: E402
+from neuronkit.patching import perplexity_file  # noqa: E402
+from neuronkit.report import write_json  # noqa: E402
+
+sm = snakemake  # noqa: F821
+runtime.setup(seed=sm.params.seed, threads=sm.threads)
+p = sm.params.patching
+k = p["ppl_k"]
+result = perplexity_file(sm.input.unaligned, sm.input.aligned, sm.input.index, sm.input.text,
+                         k=int(k) if k >= 1 else k, mode=p["mode"], seed=p["random_seed"])
+write_json(dict(result, dataset=p["ppl_dataset"]), sm.output.json)
