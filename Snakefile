@@ -16,6 +16,7 @@ include: "rules/align.smk"
 include: "rules/generate.smk"
 include: "rules/neurons.smk"
 include: "rules/patching.smk"
+include: "rules/sntune.smk"
 include: "rules/report.smk"
 
 

@@ -14,7 +14,8 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
-STAGE_SECTIONS = ("self_answers", "sft", "preference", "generate", "contrast", "patching", "safeguard")
+STAGE_SECTIONS = ("self_answers", "sft", "preference", "generate", "contrast", "patching", "safeguard", "plnd",
+                  "deactivation", "sntune")
 
 
 class ConfigError(ValueError):
@@ -107,6 +108,9 @@ def _dataset_references(cfg: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     refs += [("contrast.dataset", cfg["contrast"]["dataset"]), ("patching.ppl_dataset", cfg["patching"]["ppl_dataset"])]
     refs += [(f"patching.datasets[{i}]", n) for i, n in enumerate(cfg["patching"]["datasets"])]
     refs += [(f"safeguard.{key}[{i}]", n) for key in ("train", "test") for i, n in enumerate(cfg["safeguard"][key])]
+    refs += [(f"plnd.{key}", cfg["plnd"][key]) for key in ("dataset", "foundation_dataset")]
+    refs += [(f"deactivation.datasets[{i}]", n) for i, n in enumerate(cfg["deactivation"]["datasets"])]
+    refs += [("sntune.dataset", cfg["sntune"]["dataset"])]
     return refs
 
 

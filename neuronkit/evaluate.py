@@ -146,3 +146,40 @@ def perplexity(model, tok, texts: Sequence[str], contexts: Sequence[str] | None 
         total_nll += float(nll.sum())
         total_tokens += int(valid.sum())
     return {"perplexity": round(math.exp(total_nll / max(total_tokens, 1)), 4), "tokens": total_tokens, "texts": len(texts)}
+
+
+def score_scored_file(path: str) -> dict:
+    """One figure from a scored file, its metric chosen by the rows' label (harmful or benign)."""
+    from .data import read_table
+
+    table = read_table(path)
+    labels = set(table.column("label").to_pylist())
+    if len(labels) != 1:
+        raise ValueError(f"{path}: expected one label (harmful or benign), found {sorted(labels)}")
+    return score_table(table, Path(path).stem, labels.pop())
+
+
+def sntune_section(plnd: str, foundation: str, summaries: Sequence[str], perplexity_json: str,
+                   tuning: Sequence[str], deactivation: Sequence[str]) -> dict:
+    """PLND neuron counts, the deactivation table, and SN-Tune / RSN-Tune before and after."""
+    import json
+
+    from .neurons import NeuronIndex
+
+    safety, found = NeuronIndex.read(plnd), NeuronIndex.read(foundation)
+    counts = {name: {"total": len(ix), "per_module": {m: int((ix.module == m).sum()) for m in sorted(set(ix.module))},
+                     "per_layer": ix.per_layer_counts()}
+              for name, ix in (("safety", safety), ("foundation", found), ("rsn", safety.difference(found)))}
+    tuned = {}
+    for path in summaries:
+        summary = json.loads(Path(path).read_text())
+        keep = ("method", "n_docs", "trained_entries", "total_params", "trained_fraction", "optimizer_state_bytes",
+                "steps", "final_loss", "trained_rows")
+        tuned[Path(path).stem] = {k: summary[k] for k in keep if k in summary}
+    return {
+        "neurons": counts, "neurons_meta": safety.meta,
+        "tuning": {"runs": tuned, "figures": [score_scored_file(p) for p in tuning]},
+        "deactivation": {"figures": [score_scored_file(p) for p in deactivation],
+                         "random_seed_note": "random neurons keep the safety set's per-layer, per-module counts"},
+        "perplexity": json.loads(Path(perplexity_json).read_text()),
+    }

@@ -30,7 +30,7 @@ DATASETS = list(config["datasets"])
 wildcard_constraints:
     model="|".join(MODELS),
     dataset="|".join(DATASETS),
-    variant=r"base|sft|aligned|patch_(?:safety|random)_k[0-9.]+",
+    variant=r"base|sft|aligned|sntune|rsntune|(?:patch_(?:safety|random)_k[0-9.]+)|(?:deact_(?:safety|random))",
     selection="safety|random",
     k=r"[0-9.]+",
 
@@ -92,7 +92,7 @@ def scored_paths(model):
 def report_sections(model):
     """Section files merged into report.json; later stages append theirs here."""
     sections = {"evaluation": f"results/{model}/sections/evaluation.json"}
-    for name in ("neurons", "patching", "safeguard"):
+    for name in ("neurons", "patching", "safeguard", "sntune"):
         sections[name] = f"results/{model}/sections/{name}.json"
     return sections
 
@@ -115,6 +115,15 @@ def contrast_pair(model):
     """(aligned, unaligned) checkpoint dirs the contrast and the patching use."""
     c = stage(model, "contrast")
     return ckpt(model, c["aligned"]), ckpt(model, c["unaligned"])
+
+
+def variant_ckpt(model, stage_name):
+    """The checkpoint a stage section's ``variant`` names."""
+    return ckpt(model, stage(model, stage_name)["variant"])
+
+
+def scored(model, variant, dataset):
+    return f"results/{model}/scored/{variant}/{dataset}.parquet"
 
 
 def neuron_index(model, method="contrast"):

@@ -6,7 +6,7 @@ rule generate:
     output:
         parquet="results/{model}/generations/{variant}/{dataset}.parquet",
     wildcard_constraints:
-        variant="base|sft|aligned",
+        variant="base|sft|aligned|sntune|rsntune",
     params:
         gen=params_of("generate"),
         seed=config["seed"],

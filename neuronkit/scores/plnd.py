@@ -447,3 +447,16 @@ def rsn_neurons(safety: NeuronIndex, foundation: NeuronIndex) -> NeuronIndex:
     if (safety.num_layers, safety.sites) != (foundation.num_layers, foundation.sites):
         raise NeuronIndexError("rsn_neurons: the safety and foundation sets were made for different model shapes")
     return safety.difference(foundation)
+
+
+def plnd_file(ckpt, prompts_parquet, out_index, cfg: PLNDConfig, *, n_docs: int | None = None,
+              meta: Mapping | None = None) -> NeuronIndex:
+    """Workflow entry: detect neurons of a checkpoint on a prepared dataset's prompts and write the index."""
+    from ..data import read_table
+    from ..models import load_variant
+
+    model, tok = load_variant(ckpt)
+    prompts = read_table(prompts_parquet).column("prompt").to_pylist()[:n_docs]
+    index = detect_neurons(model, tok, prompts, cfg, dict(meta or {}, n_docs=len(prompts)))
+    index.write(out_index)
+    return index

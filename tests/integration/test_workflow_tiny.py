@@ -10,13 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 COPIED = ["Snakefile", "config.yaml", "rules", "workflow_scripts", "neuronkit", "schemas", "profiles"]
 TARGET = "results/tiny/report.json"
 DATASETS = ("harmful_test", "harmful_novel", "benign_test", "benign_novel")
-N_GENERATE = 2 * len(DATASETS)  # variants x evaluated datasets
+N_GENERATE = 2 * len(DATASETS) + 2  # variants x evaluated datasets + U on the safeguard's training sets
+N_PATCH = 2 * 2  # (safety, random) x the tiny k grid, on one dataset
 
 pytestmark = pytest.mark.e2e
 
@@ -76,6 +78,33 @@ def test_report_has_figures_with_dataset_n_and_judge(workflow):
         assert fig["metric"] == ("harmful_score" if fig["dataset"].startswith("harmful") else "over_refusal")
 
 
+def test_report_has_restore_curves_safeguard_and_neurons(workflow):
+    report = json.loads((workflow / TARGET).read_text())
+    points = report["patching"]["points"]
+    assert {p["k"] for p in points} == {"0.1", "0.5"}
+    for p in points:
+        assert p["n"] == 6 and p["judge"] == "refusal_matcher" and p["dataset"] == "harmful_test"
+        assert {"harmful_safety", "harmful_random", "restore_safety", "restore_random", "safety_vs_random"} <= set(p)
+    assert [p["neurons"] for p in sorted(points, key=lambda p: p["neurons"])] == [13, 64]  # of 2 x 64 MLP neurons
+    ppl = report["patching"]["perplexity"]
+    assert ppl["unaligned"]["perplexity"] > 1 and ppl["patched_safety"]["neurons"] == 13
+    assert (workflow / "results/tiny/plots/restore_curve.png").stat().st_size > 1000
+    guard = report["safeguard"]
+    assert guard["k"] == 16 and guard["train"]["datasets"] == ["harmful_train", "benign_train"]
+    for name in ("safety", "random", "majority"):
+        assert set(guard[name]) == {"harmful_test", "harmful_novel"}
+    contrast = report["neurons"]["contrast"]
+    assert contrast["meta"]["shape"]["num_layers"] == 2 and len(contrast["neuron2word"]) == 5
+    index = pq.read_table(workflow / "results/tiny/neurons/contrast.parquet")
+    assert index.num_rows == 128 and index.column("rank").to_pylist() == list(range(128))
+
+
+def test_patched_generations_are_judged_and_labelled(workflow):
+    table = pq.read_table(workflow / "results/tiny/scored/patch_safety_k0.5/harmful_test.parquet")
+    assert set(table.column("intervention").to_pylist()) == {"guided:safety:k=64:two_model"}
+    assert {"harmful", "refused", "judge"} <= set(table.column_names)
+
+
 def test_checkpoints_are_adapters_with_manifests_and_no_pickles(workflow):
     ckpts = workflow / "results" / "tiny" / "checkpoints"
     for variant in ("sft", "aligned"):
@@ -93,8 +122,18 @@ def test_generation_change_reruns_generation_not_alignment(workflow, tmp_path):
     override = tmp_path / "gen.yaml"
     override.write_text("models: {tiny: {overrides: {generate: {max_new_tokens: 5}}}}\n")
     plan = planned_rules(workflow, override)
-    assert plan.get("generate") == N_GENERATE and plan.get("judge") == N_GENERATE and plan.get("report") == 1
-    assert not {"sft", "preference", "self_answers", "materialize"} & set(plan)
+    assert plan.get("generate") == N_GENERATE and plan.get("patch_generate") == N_PATCH
+    assert plan.get("judge") == N_GENERATE + N_PATCH and plan.get("report") == 1
+    assert not {"sft", "preference", "self_answers", "materialize", "contrast"} & set(plan)
+
+
+def test_k_grid_change_reruns_patching_but_not_alignment_or_contrast(workflow, tmp_path):
+    override = tmp_path / "grid.yaml"
+    override.write_text("models: {tiny: {overrides: {patching: {k_grid: [0.1, 0.25]}}}}\n")
+    plan = planned_rules(workflow, override)
+    assert plan.get("patch_generate") == 2 and plan.get("judge") == 2  # only the new k, safety and random
+    assert plan.get("patching_section") == 1 and plan.get("report") == 1
+    assert not {"sft", "preference", "contrast", "generate", "materialize"} & set(plan)
 
 
 def test_code_change_reruns_the_rules_using_it(workflow):
@@ -105,7 +144,7 @@ def test_code_change_reruns_the_rules_using_it(workflow):
         plan = planned_rules(workflow)
     finally:
         judge_py.write_text(original)
-    assert plan.get("judge") == N_GENERATE and plan.get("evaluation_section") == 1 and plan.get("report") == 1
+    assert plan.get("judge") == N_GENERATE + N_PATCH and plan.get("evaluation_section") == 1 and plan.get("report") == 1
     assert "generate" not in plan and "sft" not in plan
     assert planned_rules(workflow) == {}
 
@@ -118,8 +157,11 @@ def test_llama3_dry_run_builds_the_full_dag_offline(tmp_path):
                           cwd=wf, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
-    for rule in ("materialize", "self_answers", "sft", "preference", "generate", "judge", "report"):
+    for rule in ("materialize", "self_answers", "sft", "preference", "generate", "judge", "contrast",
+                 "patch_generate", "patch_perplexity", "safeguard", "patching_section", "report"):
         assert re.search(rf"^{rule}\s+\d+", out, re.M), rule
-    sft_block = out.split("rule sft:", 1)[1].split("\n\n", 1)[0]
-    assert "gpu=1" in sft_block
+    for rule in ("sft", "contrast", "patch_generate"):
+        block = out.split(f"rule {rule}:", 1)[1].split("\n\n", 1)[0]
+        assert "gpu=1" in block, rule
+    assert out.count("rule patch_generate:") == 2 * 5  # (safety, random) x the llama3 k grid
     assert not (wf / "results").exists()

@@ -1,0 +1,137 @@
+rule plnd:
+    """PLND: neurons that matter on every document (safety on harmful prompts, foundation on benign text)."""
+    input:
+        ckpt=lambda wildcards: variant_ckpt(wildcards.model, "plnd"),
+        prompts=lambda wildcards: dataset_parquet(
+            stage(wildcards.model, "plnd")["dataset" if wildcards.kind == "plnd" else "foundation_dataset"]
+        ),
+    output:
+        index="results/{model}/neurons/{kind}.parquet",
+        sidecar="results/{model}/neurons/{kind}.json",
+    wildcard_constraints:
+        kind="plnd|plnd_foundation",
+    params:
+        plnd=params_of("plnd"),
+        seed=config["seed"],
+        code=code_hash("scores/plnd", "neurons", "hooks", "archs", "models", "data"),
+    threads: threads_of
+    resources:
+        gpu=res("gpu"),
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    log:
+        "results/{model}/logs/{kind}.log",
+    benchmark:
+        "results/{model}/benchmarks/{kind}.tsv"
+    script:
+        "../workflow_scripts/plnd.py"
+
+
+rule deactivate_generate:
+    """Answers of the detected model with its PLND safety neurons (or random ones) zeroed."""
+    input:
+        ckpt=lambda wildcards: variant_ckpt(wildcards.model, "plnd"),
+        index="results/{model}/neurons/plnd.parquet",
+        prompts=dataset_parquet("{dataset}"),
+    output:
+        parquet="results/{model}/generations/deact_{selection}/{dataset}.parquet",
+    params:
+        gen=params_of("generate"),
+        deactivation=params_of("deactivation"),
+        seed=config["seed"],
+        code=code_hash("deactivate", "generate", "hooks", "neurons", "models", "data"),
+    threads: threads_of
+    resources:
+        gpu=res("gpu"),
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    log:
+        "results/{model}/logs/deactivate_generate/{selection}/{dataset}.log",
+    benchmark:
+        "results/{model}/benchmarks/deactivate_generate/{selection}/{dataset}.tsv"
+    script:
+        "../workflow_scripts/deactivate_generate.py"
+
+
+rule sntune:
+    """Tune only the safety-neuron rows/columns of the unaligned model (RSN-Tune: minus foundation neurons)."""
+    input:
+        parent=lambda wildcards: variant_ckpt(wildcards.model, "sntune"),
+        index="results/{model}/neurons/plnd.parquet",
+        foundation=lambda wildcards: (
+            "results/{model}/neurons/plnd_foundation.parquet" if wildcards.tuned == "rsntune" else []
+        ),
+        prompts=lambda wildcards: dataset_parquet(stage(wildcards.model, "sntune")["dataset"]),
+    output:
+        ckpt=directory("results/{model}/checkpoints/{tuned}"),
+        summary="results/{model}/sntune/{tuned}.json",
+    wildcard_constraints:
+        tuned="sntune|rsntune",
+    params:
+        sntune=params_of("sntune"),
+        seed=config["seed"],
+        code=code_hash("sntune", "neurons", "archs", "models", "data", "manifest", "tune"),
+    threads: threads_of
+    resources:
+        gpu=res("gpu"),
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    log:
+        "results/{model}/logs/{tuned}.log",
+    benchmark:
+        "results/{model}/benchmarks/{tuned}.tsv"
+    script:
+        "../workflow_scripts/sntune.py"
+
+
+rule sntune_perplexity:
+    """Perplexity of held-out benign text before and after (RSN-)SN-Tune."""
+    input:
+        before=lambda wildcards: variant_ckpt(wildcards.model, "sntune"),
+        sntune="results/{model}/checkpoints/sntune",
+        rsntune="results/{model}/checkpoints/rsntune",
+        text=lambda wildcards: dataset_parquet(stage(wildcards.model, "patching")["ppl_dataset"] or "benign_test"),
+    output:
+        json="results/{model}/sntune/perplexity.json",
+    params:
+        code=code_hash("evaluate", "models", "data"),
+    threads: threads_of
+    resources:
+        gpu=res("gpu"),
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    log:
+        "results/{model}/logs/sntune_perplexity.log",
+    script:
+        "../workflow_scripts/sntune_perplexity.py"
+
+
+def _sntune_inputs(wildcards):
+    """Everything the SN-Tune section reads."""
+    m = wildcards.model
+    before, detected = stage(m, "sntune")["variant"], stage(m, "plnd")["variant"]
+    evaluated = [d for d, _ in eval_datasets()]
+    deact = stage(m, "deactivation")["datasets"]
+    return {
+        "plnd": f"results/{m}/neurons/plnd.parquet",
+        "foundation": f"results/{m}/neurons/plnd_foundation.parquet",
+        "summaries": [f"results/{m}/sntune/{t}.json" for t in ("sntune", "rsntune")],
+        "perplexity": f"results/{m}/sntune/perplexity.json",
+        "tuning": [scored(m, v, d) for v in (before, "sntune", "rsntune") for d in evaluated],
+        "deactivation": [scored(m, v, d) for v in (detected, "deact_safety", "deact_random") for d in deact],
+    }
+
+
+rule sntune_section:
+    """Report section: PLND neuron counts, deactivation table, SN-Tune and RSN-Tune before/after."""
+    input:
+        unpack(_sntune_inputs),
+    output:
+        json="results/{model}/sections/sntune.json",
+    params:
+        code=code_hash("evaluate", "neurons", "data"),
+    log:
+        "results/{model}/logs/sntune_section.log",
+    localrule: True
+    script:
+        "../workflow_scripts/sntune_section.py"

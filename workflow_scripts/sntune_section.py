@@ -1,0 +1,11 @@
+"""Report section for PLND, deactivation and (RSN-)SN-Tune."""
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
+
+from neuronkit.evaluate import sntune_section  # noqa: E402
+from neuronkit.report import write_json  # noqa: E402
+
+sm = snakemake  # noqa: F821
+write_json(sntune_section(sm.input.plnd, sm.input.foundation, list(sm.input.summaries), sm.input.perplexity,
+                          list(sm.input.tuning), list(sm.input.deactivation)), sm.output.json)
