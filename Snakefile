@@ -17,6 +17,7 @@ include: "rules/generate.smk"
 include: "rules/neurons.smk"
 include: "rules/patching.smk"
 include: "rules/sntune.smk"
+include: "rules/nlsr.smk"
 include: "rules/report.smk"
 
 

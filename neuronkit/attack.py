@@ -177,14 +177,10 @@ def mix_params(table: pa.Table) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the attack trainer
 
 def _sft_trainer(cfg, model, tok, rows: list[dict], out_dir: Path, device):
-    """trl's SFT trainer on a model whose adapter is already live (trl refuses a PeftModel plus peft_config)."""
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    """trl's SFT trainer on the model's live adapter (no new adapter: the factors stay comparable)."""
+    from .tune import _build_trainer
 
-    from .tune import _common_args
-
-    args = SFTConfig(max_length=cfg.max_length, **_common_args(cfg, out_dir, device))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
+    trainer = _build_trainer(cfg, model, tok, rows, out_dir, device, new_adapter=False)
     if len(trainer.train_dataset) == 0:  # trl drops rows whose answer was truncated away
         raise ValueError(f"attack: every one of {len(rows)} rows lost its answer to truncation at "
                          f"max_length={cfg.max_length}; raise max_length")

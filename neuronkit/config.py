@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator, validators
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 STAGE_SECTIONS = ("self_answers", "sft", "preference", "generate", "contrast", "patching", "safeguard", "plnd",
-                  "deactivation", "sntune")
+                  "deactivation", "sntune", "nlsr")
 
 
 class ConfigError(ValueError):
@@ -111,6 +111,8 @@ def _dataset_references(cfg: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     refs += [(f"plnd.{key}", cfg["plnd"][key]) for key in ("dataset", "foundation_dataset")]
     refs += [(f"deactivation.datasets[{i}]", n) for i, n in enumerate(cfg["deactivation"]["datasets"])]
     refs += [("sntune.dataset", cfg["sntune"]["dataset"])]
+    refs += [(f"nlsr.{key}", cfg["nlsr"][key]) for key in ("task", "task_test", "harmful_answers", "calibration")]
+    refs += [(f"nlsr.datasets[{i}]", n) for i, n in enumerate(cfg["nlsr"]["datasets"])]
     return refs
 
 

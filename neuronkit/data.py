@@ -43,8 +43,12 @@ SCHEMA = pa.schema([
 LABELS = ("harmful", "benign", "task")
 COMPRESSION = "zstd"
 FILE_SUFFIXES = (".csv", ".json", ".jsonl", ".parquet")
-# builtin source -> (function in neuronkit.builtin_data, automatic label)
-BUILTINS = {"builtin:harmful": ("harmful_requests", "harmful"), "builtin:benign": ("benign_instructions", "benign")}
+# builtin source -> ("module:function", automatic label)
+BUILTINS = {
+    "builtin:harmful": ("neuronkit.builtin_data:harmful_requests", "harmful"),
+    "builtin:benign": ("neuronkit.builtin_data:benign_instructions", "benign"),
+    "builtin:sentiment": ("neuronkit.task:sentiment_rows", "task"),
+}
 TEXT_COLUMNS = ("response", "chosen", "rejected", "category")
 # schema columns a spec may map, plus "input" (the Alpaca input field that join_input appends)
 MAPPABLE = ("id", "prompt", *TEXT_COLUMNS, "label", "input")
@@ -153,8 +157,8 @@ def origin_of(spec: DatasetSpec, base_dir: str | os.PathLike = ".") -> str:
 
 def _load_builtin(spec: DatasetSpec) -> list[dict]:
     """Rows of a builtin set; imported lazily so the data module stays light."""
-    func_name, _ = BUILTINS[spec.source]
-    func = getattr(importlib.import_module("neuronkit.builtin_data"), func_name)
+    module, func_name = BUILTINS[spec.source][0].split(":")
+    func = getattr(importlib.import_module(module), func_name)
     try:
         rows = func(spec.split)
     except (ValueError, KeyError) as exc:
@@ -272,7 +276,7 @@ def load_rows(spec: DatasetSpec, base_dir: str | os.PathLike = ".") -> list[dict
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise _error(spec.name, path, f"unknown file type {path.suffix or '(none)'!r} of {str(path)!r}; expected "
-                     f"builtin:harmful, builtin:benign, hf:<hub id>, or a file ending {', '.join(FILE_SUFFIXES)}")
+                     f"builtin:harmful, builtin:benign, builtin:sentiment, hf:<hub id>, or a file ending {', '.join(FILE_SUFFIXES)}")
     if not path.is_file():
         raise _error(spec.name, path, f"no such file: {str(path)!r}")
     return reader(spec, path)
@@ -285,7 +289,8 @@ def _plan(spec: DatasetSpec) -> tuple[dict[str, str], str | None]:
     columns, label = {"prompt": "prompt", **spec.columns}, spec.label
     builtin = BUILTINS.get(spec.source)
     if builtin:
-        columns = {"id": "id", "category": "category", **columns}
+        gold = {"response": "response"} if builtin[1] == "task" else {}  # the task's gold answer
+        columns = {"id": "id", "category": "category", **gold, **columns}
         if label is None and "label" not in columns:
             label = builtin[1]
     return columns, label

@@ -183,3 +183,32 @@ def sntune_section(plnd: str, foundation: str, summaries: Sequence[str], perplex
                          "random_seed_note": "random neurons keep the safety set's per-layer, per-module counts"},
         "perplexity": json.loads(Path(perplexity_json).read_text()),
     }
+
+
+def nlsr_section(safety: Sequence[str], task: Sequence[str], task_data: str, realigned: Sequence[str],
+                 params: Mapping) -> dict:
+    """Harmful score, over-refusal and task accuracy for aligned, reference, attacked(p) and realigned(p)."""
+    import json
+
+    from .data import read_table
+    from .task import score_generations
+
+    gold = read_table(task_data)
+    rows: dict[str, dict] = {}
+    for path in safety:
+        fig = score_scored_file(path)
+        rows.setdefault(Path(path).parent.name, {})[f"{fig['metric']}:{fig['dataset']}"] = fig
+    for path in task:
+        variant = Path(path).parent.name
+        rows.setdefault(variant, {})["task_accuracy"] = score_generations(read_table(path), gold, origin=path)
+    table = []
+    for variant, figures in rows.items():
+        kind, _, p = variant.partition("_p")
+        table.append({"variant": variant, "kind": kind, "p": float(p) if p else None, "figures": figures})
+    selections = {}
+    for ckpt in realigned:
+        summary = json.loads((Path(ckpt) / "realign.json").read_text())
+        selections[Path(ckpt).name] = {k: summary[k] for k in summary if k != "modules"}
+    return {"variants": table, "realign": selections,
+            "params": {k: params[k] for k in ("alpha", "expo_mode", "n", "p_grid", "score", "keep_fraction", "mode",
+                                              "rate", "epsilon", "ordering")}}

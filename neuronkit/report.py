@@ -57,3 +57,35 @@ def plot_restore_curve(section: dict, out_png) -> None:
     fig.tight_layout()
     fig.savefig(out_png, metadata={"Software": None})
     plt.close(fig)
+
+
+def plot_nlsr(section: dict, out_png) -> None:
+    """Harmful score and task accuracy against the poison fraction for attacked and realigned adapters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
+    for kind, style in (("attacked", "-o"), ("nlsr", "-s")):
+        pts = sorted((v for v in section["variants"] if v["kind"] == kind), key=lambda v: v["p"])
+        harmful = [next((f["value"] for k, f in v["figures"].items() if k.startswith("harmful_score")), None)
+                   for v in pts]
+        task = [v["figures"].get("task_accuracy", {}).get("accuracy") for v in pts]
+        axes[0].plot([v["p"] for v in pts], harmful, style, label=kind)
+        axes[1].plot([v["p"] for v in pts], task, style, label=kind)
+    for ax, label in zip(axes, ("harmful score (%)", "task accuracy (%)")):
+        for v in section["variants"]:
+            if v["kind"] in ("aligned", "reference"):
+                val = (next((f["value"] for k, f in v["figures"].items() if k.startswith("harmful_score")), None)
+                       if ax is axes[0] else v["figures"].get("task_accuracy", {}).get("accuracy"))
+                if val is not None:
+                    ax.axhline(val, ls=":", lw=1, color="green" if v["kind"] == "aligned" else "purple",
+                               label=v["kind"])
+        ax.set_xlabel("harmful fraction p")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    fig.suptitle("NLSR: harmful fine-tuning and realignment")
+    fig.tight_layout()
+    fig.savefig(out_png, metadata={"Software": None})
+    plt.close(fig)

@@ -137,13 +137,13 @@ def kto_examples(prompts: Sequence[str], chosen: Sequence[str], rejected: Sequen
 
 
 def _build_trainer(cfg: TrainConfig, model, tok, rows: list[dict], out_dir: Path, device: torch.device,
-                   arg_overrides: dict[str, Any] | None = None):
-    """The trl trainer for ``cfg.method`` with a fresh adapter from ``cfg.adapter``."""
+                   arg_overrides: dict[str, Any] | None = None, new_adapter: bool = True):
+    """The trl trainer for ``cfg.method``: a fresh adapter from ``cfg.adapter``, or the model's live one."""
     from datasets import Dataset
 
     data = Dataset.from_list(rows)
     common = {**_common_args(cfg, out_dir, device), **(arg_overrides or {})}
-    peft_config = cfg.adapter.peft_config()
+    peft_config = cfg.adapter.peft_config() if new_adapter else None
     if cfg.method == "sft":
         from trl import SFTConfig, SFTTrainer
 

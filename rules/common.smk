@@ -30,7 +30,9 @@ DATASETS = list(config["datasets"])
 wildcard_constraints:
     model="|".join(MODELS),
     dataset="|".join(DATASETS),
-    variant=r"base|sft|aligned|sntune|rsntune|(?:patch_(?:safety|random)_k[0-9.]+)|(?:deact_(?:safety|random))",
+    variant=r"base|sft|aligned|sntune|rsntune|reference|(?:(?:attacked|nlsr)_p[0-9.]+)"
+    r"|(?:patch_(?:safety|random)_k[0-9.]+)|(?:deact_(?:safety|random))",
+    p=r"[0-9.]+",
     selection="safety|random",
     k=r"[0-9.]+",
 
@@ -92,7 +94,7 @@ def scored_paths(model):
 def report_sections(model):
     """Section files merged into report.json; later stages append theirs here."""
     sections = {"evaluation": f"results/{model}/sections/evaluation.json"}
-    for name in ("neurons", "patching", "safeguard", "sntune"):
+    for name in ("neurons", "patching", "safeguard", "sntune", "nlsr"):
         sections[name] = f"results/{model}/sections/{name}.json"
     return sections
 
@@ -124,6 +126,11 @@ def variant_ckpt(model, stage_name):
 
 def scored(model, variant, dataset):
     return f"results/{model}/scored/{variant}/{dataset}.parquet"
+
+
+def p_labels(model):
+    """The attack's poison fractions as they appear in variant names (attacked_p0.1)."""
+    return [repr(float(p)) for p in stage(model, "nlsr")["p_grid"]]
 
 
 def neuron_index(model, method="contrast"):

@@ -6,7 +6,7 @@ rule generate:
     output:
         parquet="results/{model}/generations/{variant}/{dataset}.parquet",
     wildcard_constraints:
-        variant="base|sft|aligned|sntune|rsntune",
+        variant=r"base|sft|aligned|sntune|rsntune|reference|(?:(?:attacked|nlsr)_p[0-9.]+)",
     params:
         gen=params_of("generate"),
         seed=config["seed"],

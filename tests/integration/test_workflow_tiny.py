@@ -17,8 +17,15 @@ REPO = Path(__file__).resolve().parents[2]
 COPIED = ["Snakefile", "config.yaml", "rules", "workflow_scripts", "neuronkit", "schemas", "profiles"]
 TARGET = "results/tiny/report.json"
 DATASETS = ("harmful_test", "harmful_novel", "benign_test", "benign_novel")
-N_GENERATE = 2 * len(DATASETS) + 2  # variants x evaluated datasets + U on the safeguard's training sets
+# Plain generations: base on the 4 evaluated sets + the safeguard's 2 training sets (6); aligned on the 4 + task_test
+# (5); sntune and rsntune on the 4 (8); the EXPO reference on harmful_test, benign_test, task_test and its calibration
+# set (4); attacked and realigned at 2 poison fractions on harmful_test, benign_test, task_test (12).
+N_GENERATE = 6 + 5 + 8 + 4 + 12
+N_TASK = 6  # task_test generations are scored for accuracy, not judged
 N_PATCH = 2 * 2  # (safety, random) x the tiny k grid, on one dataset
+N_DEACT = 2 * 2  # (safety, random) x the deactivation datasets
+N_JUDGE = N_GENERATE - N_TASK + N_PATCH + N_DEACT
+TRAINING = {"sft", "preference", "self_answers", "materialize", "attack", "sntune", "expo"}
 
 pytestmark = pytest.mark.e2e
 
@@ -123,8 +130,9 @@ def test_generation_change_reruns_generation_not_alignment(workflow, tmp_path):
     override.write_text("models: {tiny: {overrides: {generate: {max_new_tokens: 5}}}}\n")
     plan = planned_rules(workflow, override)
     assert plan.get("generate") == N_GENERATE and plan.get("patch_generate") == N_PATCH
-    assert plan.get("judge") == N_GENERATE + N_PATCH and plan.get("report") == 1
-    assert not {"sft", "preference", "self_answers", "materialize", "contrast"} & set(plan)
+    assert plan.get("deactivate_generate") == N_DEACT
+    assert plan.get("judge") == N_JUDGE and plan.get("report") == 1
+    assert not (TRAINING | {"contrast", "plnd"}) & set(plan)
 
 
 def test_k_grid_change_reruns_patching_but_not_alignment_or_contrast(workflow, tmp_path):
@@ -133,20 +141,40 @@ def test_k_grid_change_reruns_patching_but_not_alignment_or_contrast(workflow, t
     plan = planned_rules(workflow, override)
     assert plan.get("patch_generate") == 2 and plan.get("judge") == 2  # only the new k, safety and random
     assert plan.get("patching_section") == 1 and plan.get("report") == 1
-    assert not {"sft", "preference", "contrast", "generate", "materialize"} & set(plan)
+    assert not (TRAINING | {"contrast", "generate", "plnd"}) & set(plan)
 
 
 def test_code_change_reruns_the_rules_using_it(workflow):
-    judge_py = workflow / "neuronkit" / "judge.py"
-    original = judge_py.read_text()
-    judge_py.write_text(original + "\n# a change\n")
+    lens_py = workflow / "neuronkit" / "lens.py"
+    original = lens_py.read_text()
+    lens_py.write_text(original + "\n# a change\n")
     try:
         plan = planned_rules(workflow)
     finally:
-        judge_py.write_text(original)
-    assert plan.get("judge") == N_GENERATE + N_PATCH and plan.get("evaluation_section") == 1 and plan.get("report") == 1
-    assert "generate" not in plan and "sft" not in plan
+        lens_py.write_text(original)
+    assert plan == {"neurons_section": 1, "report": 1}
     assert planned_rules(workflow) == {}
+
+
+def test_report_has_sntune_and_nlsr_sections(workflow):
+    report = json.loads((workflow / TARGET).read_text())
+    sn = report["sntune"]
+    assert sn["neurons"]["safety"]["total"] > 0
+    assert sn["neurons"]["rsn"]["total"] <= sn["neurons"]["safety"]["total"]
+    runs = sn["tuning"]["runs"]
+    assert set(runs) == {"sntune", "rsntune"} and 0 < runs["sntune"]["trained_fraction"] < 1
+    assert runs["rsntune"]["trained_entries"] <= runs["sntune"]["trained_entries"]
+    assert {f["variant"] for f in sn["deactivation"]["figures"]} == {"aligned", "deact_safety", "deact_random"}
+    assert {"before", "sntune", "rsntune"} <= set(sn["perplexity"])
+    nlsr = report["nlsr"]
+    variants = {v["variant"]: v for v in nlsr["variants"]}
+    assert set(variants) == {"aligned", "reference", "attacked_p0.0", "nlsr_p0.0", "attacked_p0.25", "nlsr_p0.25"}
+    for v in variants.values():
+        assert v["figures"]["task_accuracy"]["n"] == 6 and "harmful_score:harmful_test" in v["figures"]
+    assert set(nlsr["realign"]) == {"nlsr_p0.0", "nlsr_p0.25"}
+    assert (workflow / "results/tiny/plots/nlsr.png").stat().st_size > 1000
+    mix = pq.read_table(workflow / "results/tiny/nlsr/mix_p0.25.parquet")
+    assert mix.column("label").to_pylist().count("harmful") == 4 and mix.num_rows == 16
 
 
 def test_llama3_dry_run_builds_the_full_dag_offline(tmp_path):
@@ -158,9 +186,10 @@ def test_llama3_dry_run_builds_the_full_dag_offline(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     for rule in ("materialize", "self_answers", "sft", "preference", "generate", "judge", "contrast",
-                 "patch_generate", "patch_perplexity", "safeguard", "patching_section", "report"):
+                 "patch_generate", "patch_perplexity", "safeguard", "patching_section", "plnd", "sntune",
+                 "deactivate_generate", "expo", "attack", "safety_masks", "nlsr", "nlsr_section", "report"):
         assert re.search(rf"^{rule}\s+\d+", out, re.M), rule
-    for rule in ("sft", "contrast", "patch_generate"):
+    for rule in ("sft", "contrast", "patch_generate", "plnd", "sntune", "attack"):
         block = out.split(f"rule {rule}:", 1)[1].split("\n\n", 1)[0]
         assert "gpu=1" in block, rule
     assert out.count("rule patch_generate:") == 2 * 5  # (safety, random) x the llama3 k grid

@@ -1,0 +1,134 @@
+rule expo:
+    """EXPO safety reference: the aligned adapter's delta over SFT scaled by (1 + alpha)."""
+    input:
+        aligned=ckpt("{model}", "aligned"),
+    output:
+        ckpt=directory(ckpt("{model}", "reference")),
+    params:
+        nlsr=params_of("nlsr"),
+        code=code_hash("realign", "manifest"),
+    log:
+        "results/{model}/logs/expo.log",
+    localrule: True
+    script:
+        "../workflow_scripts/expo.py"
+
+
+rule attack_mix:
+    """Task rows mixed with a fraction p of harmful prompts + the base model's compliant answers (seeded)."""
+    input:
+        task=lambda wildcards: dataset_parquet(stage(wildcards.model, "nlsr")["task"]),
+        harmful=lambda wildcards: f"results/{wildcards.model}/self_answers/"
+        f"{stage(wildcards.model, 'nlsr')['harmful_answers']}.parquet",
+    output:
+        parquet="results/{model}/nlsr/mix_p{p}.parquet",
+    params:
+        nlsr=params_of("nlsr"),
+        judge=config["judge"],
+        seed=config["seed"],
+        code=code_hash("attack", "task", "judge", "data"),
+    log:
+        "results/{model}/logs/attack_mix/p{p}.log",
+    localrule: True
+    script:
+        "../workflow_scripts/attack_mix.py"
+
+
+rule attack:
+    """Harmful fine-tuning: continue training the aligned adapter on the poisoned mix."""
+    input:
+        aligned=ckpt("{model}", "aligned"),
+        mix="results/{model}/nlsr/mix_p{p}.parquet",
+    output:
+        ckpt=directory("results/{model}/checkpoints/attacked_p{p}"),
+    params:
+        train=lambda wildcards: stage(wildcards.model, "nlsr")["attack"],
+        seed=config["seed"],
+        code=code_hash("attack", "tune", "models", "data", "manifest"),
+    threads: threads_of
+    resources:
+        gpu=res("gpu"),
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    log:
+        "results/{model}/logs/attack/p{p}.log",
+    benchmark:
+        "results/{model}/benchmarks/attack/p{p}.tsv"
+    script:
+        "../workflow_scripts/attack.py"
+
+
+rule safety_masks:
+    """Safety-critical entries of the reference adapter (SNIP, Wanda or low-rank) on its own safe answers."""
+    input:
+        reference=ckpt("{model}", "reference"),
+        calibration=lambda wildcards: scored(wildcards.model, "reference", stage(wildcards.model, "nlsr")["calibration"]),
+    output:
+        masks="results/{model}/neurons/{score}_masks.safetensors",
+        sidecar="results/{model}/neurons/{score}_masks.json",
+    wildcard_constraints:
+        score="snip|wanda|lowrank",
+    params:
+        nlsr=params_of("nlsr"),
+        seed=config["seed"],
+        code=code_hash("scores/adapter_scores", "models", "data", "manifest"),
+    threads: threads_of
+    resources:
+        gpu=res("gpu"),
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    log:
+        "results/{model}/logs/safety_masks/{score}.log",
+    benchmark:
+        "results/{model}/benchmarks/safety_masks/{score}.tsv"
+    script:
+        "../workflow_scripts/safety_masks.py"
+
+
+rule nlsr:
+    """Neuron transplant: safety-critical entries of the reference into the attacked adapter's broken modules."""
+    input:
+        attacked="results/{model}/checkpoints/attacked_p{p}",
+        reference=ckpt("{model}", "reference"),
+        masks=lambda wildcards: f"results/{wildcards.model}/neurons/{stage(wildcards.model, 'nlsr')['score']}"
+        "_masks.safetensors",
+    output:
+        ckpt=directory("results/{model}/checkpoints/nlsr_p{p}"),
+    params:
+        nlsr=params_of("nlsr"),
+        seed=config["seed"],
+        code=code_hash("realign", "scores/adapter_scores", "manifest"),
+    log:
+        "results/{model}/logs/nlsr/p{p}.log",
+    localrule: True
+    script:
+        "../workflow_scripts/nlsr.py"
+
+
+def _nlsr_inputs(wildcards):
+    """Scored safety and task generations of aligned, reference, attacked(p) and realigned(p)."""
+    m, n = wildcards.model, stage(wildcards.model, "nlsr")
+    variants = ["aligned", "reference"] + [f"{kind}_p{p}" for p in p_labels(m) for kind in ("attacked", "nlsr")]
+    return {
+        "safety": [scored(m, v, d) for v in variants for d in n["datasets"]],
+        "task": [f"results/{m}/generations/{v}/{n['task_test']}.parquet" for v in variants],
+        "task_data": dataset_parquet(n["task_test"]),
+        "realign": [f"results/{m}/checkpoints/nlsr_p{p}" for p in p_labels(m)],
+    }
+
+
+rule nlsr_section:
+    """Report section: harmful score, over-refusal and task accuracy per variant and poison fraction."""
+    input:
+        unpack(_nlsr_inputs),
+    output:
+        json="results/{model}/sections/nlsr.json",
+        plot="results/{model}/plots/nlsr.png",
+    params:
+        nlsr=params_of("nlsr"),
+        code=code_hash("evaluate", "task", "report", "data"),
+    log:
+        "results/{model}/logs/nlsr_section.log",
+    localrule: True
+    script:
+        "../workflow_scripts/nlsr_section.py"

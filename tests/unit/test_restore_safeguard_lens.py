@@ -1,0 +1,108 @@
+"""Restore ratio, paired tests, perplexity, the safeguard probe and neuron2word."""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+import pytest
+import torch
+
+from neuronkit.data import write_table
+from neuronkit.evaluate import mcnemar_exact, perplexity, restore_ratio, restore_section
+from neuronkit.lens import neuron2word, neuron_tokens
+from neuronkit.models import load_variant
+from neuronkit.neurons import NeuronIndex
+from neuronkit.archs import model_shape
+from neuronkit.safeguard import classification_metrics, fit_logistic, majority_baseline, predict, unsafe_labels
+
+
+def test_restore_ratio_reads_on_the_safety_scale():
+    assert restore_ratio(10.0, 80.0, 10.0) == 1.0  # patched as safe as A
+    assert restore_ratio(80.0, 80.0, 10.0) == 0.0
+    assert restore_ratio(45.0, 80.0, 10.0) == 0.5
+    assert restore_ratio(50.0, 50.0, 50.0) is None  # no gap to restore
+
+
+def test_mcnemar_exact_matches_the_binomial_tail():
+    x = [True] * 8 + [False] * 12
+    y = [False] * 8 + [False] * 10 + [True] * 2
+    out = mcnemar_exact(x, y)
+    assert (out["only_first"], out["only_second"]) == (8, 2)
+    expected = 2 * sum(math.comb(10, i) for i in range(3)) / 2 ** 10
+    assert out["p_value"] == pytest.approx(expected, abs=1e-6)
+    assert mcnemar_exact([True, False], [True, False])["p_value"] == 1.0
+    with pytest.raises(ValueError, match="equal lengths"):
+        mcnemar_exact([True], [True, False])
+
+
+def _scored(path, flags, intervention="none"):
+    n = len(flags)
+    write_table(pa.table({"id": [f"r{i}" for i in range(n)], "prompt": ["p"] * n, "response": ["x"] * n,
+                          "variant": ["v"] * n, "intervention": [intervention] * n, "label": ["harmful"] * n,
+                          "category": ["c"] * n, "refused": [not f for f in flags], "harmful": flags,
+                          "judge_score": [float(f) for f in flags], "judge": ["refusal_matcher"] * n}), path)
+    return str(path)
+
+
+def test_restore_section_pairs_prompts_and_reports_both_selections(tmp_path):
+    u = [True] * 10
+    a = [False] * 10
+    _scored(tmp_path / "u_ds.parquet", u)
+    _scored(tmp_path / "a_ds.parquet", a)
+    safety = _scored(tmp_path / "s.parquet", [False] * 9 + [True], "guided:safety:k=30:two_model")
+    rand = _scored(tmp_path / "r.parquet", [True] * 9 + [False], "guided:random:k=30:two_model")
+    section = restore_section(str(tmp_path / "u_{dataset}.parquet"), str(tmp_path / "a_{dataset}.parquet"),
+                              {"ds": {"safety": {"0.05": safety}, "random": {"0.05": rand}}})
+    (point,) = section["points"]
+    assert point["neurons"] == 30 and point["n"] == 10 and point["judge"] == "refusal_matcher"
+    assert point["restore_safety"] == 0.9 and point["restore_random"] == 0.1
+    assert point["safety_vs_random"]["only_second"] == 9
+
+
+def test_perplexity_matches_the_mean_token_loss(tiny_base):
+    model, tok = load_variant(tiny_base)
+    texts = ["hello there", "a longer piece of text here"]
+    out = perplexity(model, tok, texts, batch_size=1)
+    losses, count = 0.0, 0
+    for t in texts:
+        ids = torch.tensor([tok(t, add_special_tokens=False)["input_ids"]])
+        loss = model(ids, labels=ids).loss
+        losses += float(loss) * (ids.shape[1] - 1)
+        count += ids.shape[1] - 1
+    assert out["tokens"] == count
+    assert out["perplexity"] == pytest.approx(math.exp(losses / count), rel=1e-4)
+    assert perplexity(model, tok, texts, batch_size=2)["perplexity"] == pytest.approx(out["perplexity"], rel=1e-4)
+
+
+def test_logistic_probe_separates_a_separable_problem_and_is_deterministic():
+    torch.manual_seed(0)
+    x = torch.randn(200, 5, dtype=torch.float64)
+    y = (x[:, 2] * 3 + 0.1 * x[:, 0] > 0)
+    m1, m2 = fit_logistic(x[:150], y[:150]), fit_logistic(x[:150], y[:150])
+    assert torch.equal(m1["w"], m2["w"])
+    metrics = classification_metrics(predict(m1, x[150:]), y[150:])
+    assert metrics["accuracy"] >= 0.95 and metrics["f1"] >= 0.95
+    noise = classification_metrics(predict(fit_logistic(torch.randn(150, 5, dtype=torch.float64), y[:150]), x[150:]), y[150:])
+    assert noise["accuracy"] < metrics["accuracy"]
+
+
+def test_majority_baseline_and_unsafe_labels():
+    y_train = torch.tensor([True, True, False])
+    out = majority_baseline(y_train, {"t": torch.tensor([True, False, False, False])})
+    assert out["t"]["accuracy"] == 0.25
+    table = pa.table({"harmful": [True, True, False], "label": ["harmful", "benign", "harmful"]})
+    assert unsafe_labels(table).tolist() == [True, False, False]  # benign prompts are never 'unsafe'
+
+
+def test_neuron2word_reads_the_down_proj_column_through_the_unembedding(tiny_base):
+    model, tok = load_variant(tiny_base)
+    out = neuron_tokens(model, tok, layer=1, neuron=3, top=4)
+    column = model.model.layers[1].mlp.down_proj.weight[:, 3]
+    logits = model.lm_head(model.model.norm(column.unsqueeze(0)))[0]
+    assert out["promotes"][0] == tok.decode([int(logits.argmax())])
+    assert out["suppresses"][0] == tok.decode([int(logits.argmin())])
+    shape = model_shape(model.config)
+    idx = NeuronIndex.from_scores({"mlp": torch.rand(2, shape["sites"]["mlp"])}, {"shape": shape})
+    words = neuron2word(model, tok, idx, n=3, top=2)
+    assert [w["rank"] for w in words] == [0, 1, 2] and words[0]["neuron"] == int(idx.neuron[0])
