@@ -73,9 +73,25 @@ def test_config_files_merge_in_order(tmp_path):
 
 def test_model_without_overrides_gets_the_global_stage_values(cfg):
     """Regression: schema defaults must never fill a model's overrides and shadow the global section."""
-    assert "overrides" not in cfg["models"]["smollm2"]
+    cfg["models"]["smollm2"].pop("overrides", None)
     valid = validate_config(cfg)
     assert valid["models"]["smollm2"]["overrides"] == {}
-    for stage in ("sft", "preference", "generate", "self_answers"):
+    for stage in ("sft", "preference", "generate", "self_answers", "contrast", "patching", "sntune", "nlsr"):
         assert stage_params(valid, "smollm2", stage) == valid[stage]
     assert stage_params(valid, "smollm2", "sft")["learning_rate"] == cfg["sft"]["learning_rate"]
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("contrast", "dataset"), "nope", r"contrast\.dataset: dataset 'nope' is not defined"),
+    (("patching", "datasets"), ["harmful_test", "nope"], r"patching\.datasets\[1\]: dataset 'nope'"),
+    (("safeguard", "test"), ["nope"], r"safeguard\.test\[0\]: dataset 'nope'"),
+    (("plnd", "foundation_dataset"), "nope", r"plnd\.foundation_dataset: dataset 'nope'"),
+    (("nlsr", "task"), "nope", r"nlsr\.task: dataset 'nope'"),
+    (("contrast", "unaligned"), "aligned", r"contrast\.aligned and contrast\.unaligned are both 'aligned'"),
+    (("patching", "k_grid"), [0], r"patching\.k_grid\.0: 0 is less than or equal to the minimum of 0"),
+    (("nlsr", "p_grid"), [1.5], r"nlsr\.p_grid\.0: 1\.5 is greater than the maximum of 1"),
+])
+def test_method_sections_name_the_bad_key(cfg, path, value, message):
+    cfg.setdefault(path[0], {})[path[1]] = value
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg)
