@@ -99,6 +99,11 @@ def report_sections(model):
     return sections
 
 
+def stage_keys(name, *keys):
+    """A params callable with only some keys of a stage section, so other keys do not rerun the rule."""
+    return lambda wildcards: {k: stage(wildcards.model, name)[k] for k in keys}
+
+
 def stage(model, name):
     """A stage section for one model (global values with the model's overrides)."""
     return stage_params(config, model, name)

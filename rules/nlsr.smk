@@ -5,7 +5,7 @@ rule expo:
     output:
         ckpt=directory(ckpt("{model}", "reference")),
     params:
-        nlsr=params_of("nlsr"),
+        nlsr=stage_keys("nlsr", "alpha", "expo_mode"),
         code=code_hash("realign", "manifest"),
     log:
         "results/{model}/logs/expo.log",
@@ -23,7 +23,7 @@ rule attack_mix:
     output:
         parquet="results/{model}/nlsr/mix_p{p}.parquet",
     params:
-        nlsr=params_of("nlsr"),
+        nlsr=stage_keys("nlsr", "n", "drop_refusals"),
         judge=config["judge"],
         seed=config["seed"],
         code=code_hash("attack", "task", "judge", "data"),
@@ -69,7 +69,7 @@ rule safety_masks:
     wildcard_constraints:
         score="snip|wanda|lowrank",
     params:
-        nlsr=params_of("nlsr"),
+        nlsr=stage_keys("nlsr", "keep_fraction", "calibration_keep"),
         seed=config["seed"],
         code=code_hash("scores/adapter_scores", "models", "data", "manifest"),
     threads: threads_of
@@ -95,7 +95,7 @@ rule nlsr:
     output:
         ckpt=directory("results/{model}/checkpoints/nlsr_p{p}"),
     params:
-        nlsr=params_of("nlsr"),
+        nlsr=stage_keys("nlsr", "mode", "rate", "epsilon", "ordering", "tau", "layers"),
         seed=config["seed"],
         code=code_hash("realign", "scores/adapter_scores", "manifest"),
     log:

@@ -10,7 +10,7 @@ rule patch_generate:
         parquet="results/{model}/generations/patch_{selection}_k{k}/{dataset}.parquet",
     params:
         gen=params_of("generate"),
-        patching=params_of("patching"),
+        patching=stage_keys("patching", "value", "mode", "random_seed"),
         seed=config["seed"],
         code=code_hash("patching", "generate", "neurons", "hooks", "stats", "models", "data", "archs"),
     threads: threads_of
@@ -36,7 +36,7 @@ rule patch_perplexity:
     output:
         json="results/{model}/patching/perplexity.json",
     params:
-        patching=params_of("patching"),
+        patching=stage_keys("patching", "mode", "random_seed", "ppl_dataset", "ppl_k"),
         seed=config["seed"],
         code=code_hash("patching", "evaluate", "neurons", "hooks", "models", "data"),
     threads: threads_of

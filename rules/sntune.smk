@@ -37,7 +37,7 @@ rule deactivate_generate:
         parquet="results/{model}/generations/deact_{selection}/{dataset}.parquet",
     params:
         gen=params_of("generate"),
-        deactivation=params_of("deactivation"),
+        deactivation=stage_keys("deactivation", "random_seed"),
         seed=config["seed"],
         code=code_hash("deactivate", "generate", "hooks", "neurons", "models", "data"),
     threads: threads_of
