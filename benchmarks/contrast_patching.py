@@ -73,11 +73,10 @@ def _prompts(n: int) -> list[str]:
     return [r["prompt"] for r in rows[:n]]
 
 
-def _sequences(args):
-    from neuronkit.models import load_variant
+def _sequences(u, tok, args):
+    """U's greedy completions as token ids (what the contrast then runs both models on)."""
     from neuronkit.scores.contrast import ContrastConfig, generate_sequences
 
-    u, tok = load_variant(args.base)
     cfg = ContrastConfig(max_new_tokens=args.new_tokens, batch_size=args.batch)
     return generate_sequences(u, tok, _prompts(args.prompts), cfg), tok.pad_token_id
 
@@ -98,7 +97,7 @@ def run_condition(name: str, args, queue) -> None:
     a = seqs = pad = None
     if name in ("forward", "capture"):
         a, _ = load_variant(args.aligned)
-        seqs, pad = _sequences(args)
+        seqs, pad = _sequences(u, tok, args)
     elif name == "two_model":
         a, _ = load_variant(args.aligned)
         extra_weights = sum(p.numel() * p.element_size() for p in a.parameters())

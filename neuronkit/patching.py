@@ -297,8 +297,11 @@ def select_neurons(index, k: int | float, selection: str, seed: int = 0):
 
 @contextmanager
 def patched(model_u, neurons: Neurons, *, value: str, mode: str, a_ckpt=None, u_ckpt=None, stats=None,
-            seed: int = 0) -> Iterator[None]:
-    """Open the right patching context for a value (guided|mean|zero|noise) and mode (two_model|fused)."""
+            seed: int = 0, model_a=None) -> Iterator[None]:
+    """Open the right patching context for a value (guided|mean|zero|noise) and mode (two_model|fused).
+
+    ``model_a`` reuses an already loaded guide; otherwise two-model mode loads ``a_ckpt``.
+    """
     check_layers(model_u, neurons)
     if value != "guided":
         mean = stats.mean_a if stats is not None else None
@@ -312,9 +315,10 @@ def patched(model_u, neurons: Neurons, *, value: str, mode: str, a_ckpt=None, u_
         return
     if mode != "two_model":
         raise PatchingError(f"patching.mode {mode!r} is not two_model|fused")
-    from .models import load_variant
+    if model_a is None:
+        from .models import load_variant
 
-    model_a, _ = load_variant(a_ckpt)
+        model_a, _ = load_variant(a_ckpt)
     with guided_two_model(model_u, model_a, neurons):
         yield
 
@@ -364,10 +368,10 @@ def perplexity_file(u_ckpt, a_ckpt, index_path, text_parquet, *, k: int | float,
     index.check_fits(model_u.config, origin=str(index_path))
     out = {"text": scored, "unaligned": perplexity(model_u, tok, texts, contexts, batch_size),
            "aligned": perplexity(model_a, tok, texts, contexts, batch_size)}
-    del model_a
     for selection in ("safety", "random"):
         chosen = select_neurons(index, k, selection, seed)
-        with patched(model_u, chosen.by_layer("mlp"), value="guided", mode=mode, a_ckpt=a_ckpt, u_ckpt=u_ckpt):
+        with patched(model_u, chosen.by_layer("mlp"), value="guided", mode=mode, a_ckpt=a_ckpt, u_ckpt=u_ckpt,
+                     model_a=model_a):
             out[f"patched_{selection}"] = dict(perplexity(model_u, tok, texts, contexts, batch_size),
                                                neurons=len(chosen))
     return out

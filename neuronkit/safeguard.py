@@ -29,22 +29,35 @@ class SafeguardConfig:
 
 
 @torch.no_grad()
-def last_prompt_features(model, tok, prompts: Sequence[str], index, batch_size: int = 16,
-                         system_prompt: str | None = None) -> torch.Tensor:
-    """``[prompts, k]`` activations of the index's MLP neurons at the last prompt token (index order)."""
-    layers = sorted(set(index.layer.tolist()))
+def last_prompt_activations(model, tok, prompts: Sequence[str], layers: Sequence[int], batch_size: int = 16,
+                            system_prompt: str | None = None) -> dict[int, torch.Tensor]:
+    """``layer -> [prompts, N]`` MLP activations at the last prompt token, from one pass over the prompts."""
+    from .archs import submodule
+
     texts = [chat_prompt(tok, p, system_prompt) for p in prompts]
     tok.padding_side = "left"
     device = next(model.parameters()).device
-    rows = []
+    chunks: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
     for start in range(0, len(texts), batch_size):
         enc = tok(texts[start:start + batch_size], return_tensors="pt", padding=True,
                   add_special_tokens=False).to(device)
         with capture(model, [(l, "mlp") for l in layers]) as store:
-            model.model(**enc, use_cache=False)
-        last = {l: store[(l, "mlp")][:, -1].float().cpu() for l in layers}
-        rows.append(torch.stack([last[l][:, n] for l, n in zip(index.layer.tolist(), index.neuron.tolist())], 1))
-    return torch.cat(rows).double()
+            submodule(model, "decoder")(**enc, use_cache=False)
+        for l in layers:
+            chunks[l].append(store[(l, "mlp")][:, -1].float().cpu())
+    return {l: torch.cat(c) for l, c in chunks.items()}
+
+
+def index_features(activations: dict[int, torch.Tensor], index) -> torch.Tensor:
+    """``[prompts, k]`` features of the index's neurons, in index order."""
+    return torch.stack([activations[l][:, n] for l, n in zip(index.layer.tolist(), index.neuron.tolist())], 1).double()
+
+
+def last_prompt_features(model, tok, prompts: Sequence[str], index, batch_size: int = 16,
+                         system_prompt: str | None = None) -> torch.Tensor:
+    """``[prompts, k]`` activations of the index's MLP neurons at the last prompt token (index order)."""
+    layers = sorted(set(index.layer.tolist()))
+    return index_features(last_prompt_activations(model, tok, prompts, layers, batch_size, system_prompt), index)
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1.0) -> dict:
@@ -126,9 +139,12 @@ def safeguard_files(ckpt, index_path, train_scored: Sequence[str], test_scored: 
                                        "positives": int(y_train.sum())},
            "label": "the model's own greedy answer to a harmful prompt judged harmful",
            "judge": read_table(train_scored[0]).column("judge")[0].as_py()}
-    for name, index in selections.items():
-        feats = lambda prompts: last_prompt_features(model, tok, prompts, index, cfg.batch_size, cfg.system_prompt)  # noqa: E731
-        out[name] = evaluate_probe((feats(train_prompts), y_train),
-                                   {t: (feats(p), y) for t, (p, y) in tests.items()}, cfg.l2)
+    layers = sorted({l for index in selections.values() for l in index.layer.tolist()})
+    acts = lambda prompts: last_prompt_activations(model, tok, prompts, layers, cfg.batch_size, cfg.system_prompt)  # noqa: E731
+    train_acts = acts(train_prompts)
+    test_acts = {t: (acts(p), y) for t, (p, y) in tests.items()}
+    for name, index in selections.items():  # one forward per prompt set serves every selection
+        out[name] = evaluate_probe((index_features(train_acts, index), y_train),
+                                   {t: (index_features(a, index), y) for t, (a, y) in test_acts.items()}, cfg.l2)
     out["majority"] = majority_baseline(y_train, {t: y for t, (_, y) in tests.items()})
     return out

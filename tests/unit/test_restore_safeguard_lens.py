@@ -106,3 +106,22 @@ def test_neuron2word_reads_the_down_proj_column_through_the_unembedding(tiny_bas
     idx = NeuronIndex.from_scores({"mlp": torch.rand(2, shape["sites"]["mlp"])}, {"shape": shape})
     words = neuron2word(model, tok, idx, n=3, top=2)
     assert [w["rank"] for w in words] == [0, 1, 2] and words[0]["neuron"] == int(idx.neuron[0])
+
+
+def test_last_prompt_features_are_the_index_neurons_at_the_last_prompt_token(tiny_base):
+    from neuronkit.hooks import capture
+    from neuronkit.models import chat_prompt
+    from neuronkit.safeguard import last_prompt_features
+
+    model, tok = load_variant(tiny_base)
+    shape = model_shape(model.config)
+    idx = NeuronIndex.from_scores({"mlp": torch.rand(2, shape["sites"]["mlp"])}, {"shape": shape}).top(7)
+    prompts = ["short one", "a somewhat longer prompt here"]
+    feats = last_prompt_features(model, tok, prompts, idx, batch_size=2)
+    assert feats.shape == (2, 7)
+    for row, prompt in enumerate(prompts):  # unbatched, no padding: the last position is the last prompt token
+        ids = tok(chat_prompt(tok, prompt), return_tensors="pt", add_special_tokens=False)
+        with capture(model, [(0, "mlp"), (1, "mlp")]) as store:
+            model(**ids)
+        expected = [store[(l, "mlp")][0, -1, n] for l, n in zip(idx.layer.tolist(), idx.neuron.tolist())]
+        assert torch.allclose(feats[row].float(), torch.stack(expected), atol=1e-5)
