@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/snakemake --profile profiles/default --cores $(CORES) results/$(MODEL)/report.json
+	$(BIN)/snakemake --profile profiles/default --cores $(CORES) results/$(MODEL)/report.json results/$(MODEL)/report.html
 
 dry-run: setup
 	$(BIN)/snakemake --profile profiles/default -n results/$(MODEL)/report.json

@@ -9,6 +9,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
@@ -24,3 +27,4 @@ include: "rules/report.smk"
 rule all:
     input:
         report_json(config["default_model"]),
+        html_report(config["default_model"]),

@@ -89,3 +89,132 @@ def plot_nlsr(section: dict, out_png) -> None:
     fig.tight_layout()
     fig.savefig(out_png, metadata={"Software": None})
     plt.close(fig)
+
+
+SCORE_METRICS = ("harmful_score", "over_refusal")
+
+
+def required_field(obj: Mapping, key: str, where: str):
+    """A field the plot cannot do without; the error names where it was expected."""
+    if not isinstance(obj, Mapping) or key not in obj:
+        raise ValueError(f"{where}: missing field {key!r}")
+    return obj[key]
+
+
+def variant_score_bars(section: dict) -> tuple[list[str], dict[str, dict[str, list]]]:
+    """Variants in report order and, per metric and dataset, each variant's figure (None where unscored)."""
+    figures = required_field(section, "figures", "evaluation section")
+    if not figures:
+        raise ValueError("evaluation section: field 'figures' is empty; nothing to plot")
+    for i, fig in enumerate(figures):
+        for key in ("variant", "metric", "dataset", "value"):
+            required_field(fig, key, f"evaluation section: figures[{i}]")
+    variants = list(dict.fromkeys(f["variant"] for f in figures))
+    bars: dict[str, dict[str, dict[str, dict]]] = {}
+    for fig in figures:
+        if fig["metric"] in SCORE_METRICS:
+            bars.setdefault(fig["metric"], {}).setdefault(fig["dataset"], {})[fig["variant"]] = fig
+    return variants, {metric: {dataset: [by_variant.get(v) for v in variants]
+                               for dataset, by_variant in sorted(bars[metric].items())}
+                      for metric in SCORE_METRICS if metric in bars}
+
+
+def _n_label(figures: Sequence[dict | None]) -> str:
+    """'n=40', or the range when the variants were scored on different counts."""
+    ns = sorted({f["n"] for f in figures if f is not None and "n" in f})
+    if not ns:
+        return "n=?"
+    return f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
+
+
+def _draw_score_panel(ax, metric: str, variants: list[str], by_dataset: dict[str, list]) -> None:
+    """One group of bars per variant, one bar per dataset, 95% CI as error bars."""
+    width = 0.8 / len(by_dataset)
+    for j, (dataset, figures) in enumerate(by_dataset.items()):
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(variants))]
+        values = [float("nan") if f is None else f["value"] for f in figures]
+        cis = [f.get("ci95") if f is not None else None for f in figures]
+        low = [0.0 if ci is None else max(v - ci[0], 0.0) for v, ci in zip(values, cis)]
+        high = [0.0 if ci is None else max(ci[1] - v, 0.0) for v, ci in zip(values, cis)]
+        ax.bar(xs, values, width, yerr=[low, high], capsize=3, label=f"{dataset} ({_n_label(figures)})")
+    judges = sorted({f["judge"] for figs in by_dataset.values() for f in figs if f is not None and "judge" in f})
+    ax.set_xticks(range(len(variants)), variants, rotation=30 if len(variants) > 4 else 0, ha="right"
+                  if len(variants) > 4 else "center")
+    ax.set_ylim(0, 118)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
+    ax.set_title(f"{metric.replace('_', ' ')} (judge: {', '.join(judges) or '?'})", fontsize=10)
+    ax.legend(fontsize=7)
+
+
+def plot_variant_scores(evaluation_section: dict, out_png) -> None:
+    """Harmful score and over-refusal per variant, with their 95% intervals, so variants compare at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants, panels = variant_score_bars(evaluation_section)
+    if not panels:
+        raise ValueError(f"evaluation section: no figure has a metric in {list(SCORE_METRICS)}")
+    panel_width = min(7.0, 2.5 + 0.6 * len(variants))
+    fig, axes = plt.subplots(1, len(panels), figsize=(panel_width * len(panels), 3.8), dpi=100, squeeze=False)
+    for ax, (metric, by_dataset) in zip(axes[0], panels.items()):
+        _draw_score_panel(ax, metric, variants, by_dataset)
+    fig.suptitle("Harmful score and over-refusal per variant (bars: 95% CI)")
+    fig.tight_layout()
+    fig.savefig(out_png, metadata={"Software": None})
+    plt.close(fig)
+
+
+PLND_SETS = ("safety", "foundation", "rsn")
+MODULE_ORDER = ("mlp", "q", "k", "v", "o")  # archs.MODULES, not imported here because archs pulls in torch
+
+
+def neurons_per_layer_panels(sections: Mapping) -> list[tuple[str, dict[str, list[int]]]]:
+    """(title, counts per layer by module) for each neuron set the sections hold: contrast top-k, then PLND."""
+    panels = []
+    for method, entry in sorted((sections.get("neurons") or {}).items()):
+        if isinstance(entry, Mapping) and entry.get("top_per_layer"):
+            fraction = entry.get("top_fraction")
+            share = f", {fraction:.1%} of sites" if isinstance(fraction, (int, float)) else ""
+            panels.append((f"{method}: top {entry.get('top_k', '?')} neurons{share}", entry["top_per_layer"]))
+    plnd = (sections.get("sntune") or {}).get("neurons") or {}
+    for name in [*PLND_SETS, *sorted(set(plnd) - set(PLND_SETS))]:
+        if isinstance(plnd.get(name), Mapping) and plnd[name].get("per_layer"):
+            label = "RSN (safety minus foundation)" if name == "rsn" else name
+            panels.append((f"PLND {label}: {plnd[name].get('total', '?')} neurons", plnd[name]["per_layer"]))
+    if not panels:
+        raise ValueError("no per-layer neuron counts: expected neurons.<method>.top_per_layer "
+                         "or sntune.neurons.<safety|foundation|rsn>.per_layer")
+    return panels
+
+
+def plot_neurons_per_layer(sections: Mapping, out_png) -> None:
+    """Where in depth the safety neurons sit: one stacked-by-module bar chart per neuron set found."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    panels = neurons_per_layer_panels(sections)
+    modules = sorted({m for _, per_layer in panels for m in per_layer},
+                     key=lambda m: (MODULE_ORDER.index(m) if m in MODULE_ORDER else len(MODULE_ORDER), m))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(modules)}
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 0.6 + 1.9 * len(panels)), dpi=100, squeeze=False,
+                             sharex=True)
+    for ax, (title, per_layer) in zip(axes[:, 0], panels):
+        bottom = [0] * max(len(c) for c in per_layer.values())
+        for module in (m for m in modules if m in per_layer):
+            counts = list(per_layer[module]) + [0] * (len(bottom) - len(per_layer[module]))
+            ax.bar(range(len(bottom)), counts, 0.8, bottom=bottom, color=colours[module], label=module)
+            bottom = [b + c for b, c in zip(bottom, counts)]
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("neurons")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[-1, 0].set_xlabel("layer")
+    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    fig.savefig(out_png, metadata={"Software": None})
+    plt.close(fig)

@@ -5,19 +5,19 @@ rule self_answers:
         prompts=dataset_parquet("{dataset}"),
     output:
         parquet="results/{model}/self_answers/{dataset}.parquet",
-    params:
-        gen=params_of("self_answers"),
-        seed=config["seed"],
-        code=code_hash("generate", "models", "data", "manifest", "archs"),
-    threads: threads_of
-    resources:
-        gpu=res("gpu"),
-        mem_mb=res("mem_mb"),
-        runtime=res("runtime"),
     log:
         "results/{model}/logs/self_answers/{dataset}.log",
     benchmark:
         "results/{model}/benchmarks/self_answers/{dataset}.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
+    params:
+        gen=params_of("self_answers"),
+        seed=config["seed"],
+        code=code_hash("generate", "models", "data", "manifest", "archs"),
     script:
         "../workflow_scripts/self_answers.py"
 
@@ -30,19 +30,19 @@ rule sft:
         benign_answers=f"results/{{model}}/self_answers/{config['alignment']['benign']}.parquet",
     output:
         directory(ckpt("{model}", "sft")),
-    params:
-        train=params_of("sft"),
-        seed=config["seed"],
-        code=code_hash("tune", "models", "data", "manifest", "archs", "builtin_data"),
-    threads: threads_of
-    resources:
-        gpu=res("gpu"),
-        mem_mb=res("mem_mb"),
-        runtime=res("runtime"),
     log:
         "results/{model}/logs/sft.log",
     benchmark:
         "results/{model}/benchmarks/sft.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
+    params:
+        train=params_of("sft"),
+        seed=config["seed"],
+        code=code_hash("tune", "models", "data", "manifest", "archs", "builtin_data"),
     script:
         "../workflow_scripts/sft.py"
 
@@ -59,21 +59,21 @@ rule preference:
         ),
     output:
         directory(ckpt("{model}", "aligned")),
+    log:
+        "results/{model}/logs/preference.log",
+    benchmark:
+        "results/{model}/benchmarks/preference.tsv"
     wildcard_constraints:
-        model=_regex([m for m in MODELS if m not in given_aligned_models()]),
+        model=regex_of([m for m in MODELS if m not in given_aligned_models()]),
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
     params:
         method=config["alignment"]["preference"],
         train=params_of("preference"),
         seed=config["seed"],
         code=code_hash("tune", "models", "data", "manifest", "archs", "builtin_data"),
-    threads: threads_of
-    resources:
-        gpu=res("gpu"),
-        mem_mb=res("mem_mb"),
-        runtime=res("runtime"),
-    log:
-        "results/{model}/logs/preference.log",
-    benchmark:
-        "results/{model}/benchmarks/preference.tsv"
     script:
         "../workflow_scripts/preference.py"

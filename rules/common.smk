@@ -1,4 +1,4 @@
-# Helpers shared by every rule file: config validation, paths, per-model params, code hashes.
+# Helpers shared by every rule file (config validation, paths, per-model params, code hashes).
 # No rules here.
 
 import hashlib
@@ -9,8 +9,11 @@ from pathlib import Path
 WORKFLOW_ROOT = Path(workflow.basedir)
 sys.path.insert(0, str(WORKFLOW_ROOT))
 # Scripts run in fresh interpreters: let them import this checkout's neuronkit.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(WORKFLOW_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+# (Set, not read: the linter's envvars check is about variables a user must provide.)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        [str(WORKFLOW_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
 )
 
 from neuronkit.config import ConfigError, stage_params, validate_config  # noqa: E402
@@ -38,7 +41,7 @@ wildcard_constraints:
 
 
 def code_hash(*modules):
-    """Hash of the neuronkit modules a rule uses: a code change reruns that rule."""
+    """Hash of the neuronkit modules a rule uses, so that a code change reruns exactly that rule."""
     digest = hashlib.sha256()
     for name in sorted(set(modules) | {"__init__"}):
         digest.update((WORKFLOW_ROOT / "neuronkit" / f"{name}.py").read_bytes())
@@ -58,6 +61,20 @@ def threads_of(wildcards):
 def res(key):
     """A resources callable reading models.<model>.resources.<key>."""
     return lambda wildcards: model_cfg(wildcards.model)["resources"][key]
+
+
+def model_job_resources(gpu=True):
+    """Cluster resources of a model job, all from models.<model>.resources (the SLURM profile submits them)."""
+    out = {
+        "mem_mb": res("mem_mb"),
+        "runtime": res("runtime"),
+        "cpus_per_task": lambda wildcards: model_cfg(wildcards.model)["threads"],
+    }
+    if gpu:
+        out["gpu"] = res("gpu")
+        if any(model_cfg(m)["resources"]["gpu_model"] for m in MODELS):
+            out["gpu_model"] = lambda wildcards: model_cfg(wildcards.model)["resources"]["gpu_model"] or ""
+    return out
 
 
 def params_of(stage):
@@ -86,15 +103,13 @@ def eval_datasets():
 
 def scored_paths(model):
     ev = config["evaluation"]
-    return [
-        f"results/{model}/scored/{v}/{d}.parquet" for v in ev["variants"] for d, _ in eval_datasets()
-    ]
+    return [f"results/{model}/scored/{v}/{d}.parquet" for v in ev["variants"] for d, _ in eval_datasets()]
 
 
 def report_sections(model):
     """Section files merged into report.json; later stages append theirs here."""
     sections = {"evaluation": f"results/{model}/sections/evaluation.json"}
-    for name in ("neurons", "patching", "safeguard", "sntune", "nlsr"):
+    for name in ("neurons", "patching", "safeguard", "sntune", "nlsr", "overlap"):
         sections[name] = f"results/{model}/sections/{name}.json"
     return sections
 
@@ -145,8 +160,10 @@ def neuron_index(model, method="contrast"):
 def patched_scored(model):
     """Scored patched generations: {dataset: {selection: {k: path}}}."""
     return {
-        d: {s: {k: f"results/{model}/scored/patch_{s}_k{k}/{d}.parquet" for k in k_labels(model)}
-            for s in ("safety", "random")}
+        d: {
+            s: {k: f"results/{model}/scored/patch_{s}_k{k}/{d}.parquet" for k in k_labels(model)}
+            for s in ("safety", "random")
+        }
         for d in stage(model, "patching")["datasets"]
     }
 
@@ -160,3 +177,79 @@ def flat_paths(nested):
 
 def report_json(model):
     return f"results/{model}/report.json"
+
+
+def regex_of(names):
+    """A wildcard regex matching exactly these names (or nothing)."""
+    return "|".join(names) if names else "(?!x)x"
+
+
+def sntune_section_inputs(wildcards):
+    """Everything the SN-Tune section reads."""
+    m = wildcards.model
+    before, detected = stage(m, "sntune")["variant"], stage(m, "plnd")["variant"]
+    evaluated = [d for d, _ in eval_datasets()]
+    deact = stage(m, "deactivation")["datasets"]
+    return {
+        "plnd": f"results/{m}/neurons/plnd.parquet",
+        "foundation": f"results/{m}/neurons/plnd_foundation.parquet",
+        "summaries": [f"results/{m}/sntune/{t}.json" for t in ("sntune", "rsntune")],
+        "perplexity": f"results/{m}/sntune/perplexity.json",
+        "tuning": [scored(m, v, d) for v in (before, "sntune", "rsntune") for d in evaluated],
+        "deactivation": [scored(m, v, d) for v in (detected, "deact_safety", "deact_random") for d in deact],
+    }
+
+
+def patching_section_inputs(wildcards):
+    """Scored U, A and patched generations (+ perplexity when configured)."""
+    m, c = wildcards.model, stage(wildcards.model, "contrast")
+    p = stage(m, "patching")
+    out = {
+        "patched": flat_paths(patched_scored(m)),
+        "unaligned": [f"results/{m}/scored/{c['unaligned']}/{d}.parquet" for d in p["datasets"]],
+        "aligned": [f"results/{m}/scored/{c['aligned']}/{d}.parquet" for d in p["datasets"]],
+    }
+    if p["ppl_dataset"]:
+        out["perplexity"] = f"results/{m}/patching/perplexity.json"
+    return out
+
+
+def nlsr_section_inputs(wildcards):
+    """Scored safety and task generations of aligned, reference, attacked(p) and realigned(p)."""
+    m, n = wildcards.model, stage(wildcards.model, "nlsr")
+    variants = ["aligned", "reference"] + [f"{kind}_p{p}" for p in p_labels(m) for kind in ("attacked", "nlsr")]
+    return {
+        "safety": [scored(m, v, d) for v in variants for d in n["datasets"]],
+        "task": [f"results/{m}/generations/{v}/{n['task_test']}.parquet" for v in variants],
+        "task_data": dataset_parquet(n["task_test"]),
+        "realign": [f"results/{m}/checkpoints/nlsr_p{p}" for p in p_labels(m)],
+    }
+
+
+def neuron_method_file(model, method):
+    """Where a neuron method's artifact lives: an index for contrast and PLND, adapter masks for NLSR scores."""
+    if method in ("snip", "wanda", "lowrank"):
+        return f"results/{model}/neurons/{method}_masks.safetensors"
+    return neuron_index(model, method)
+
+
+def overlap_inputs(wildcards):
+    """Method -> artifact, for the methods the overlap section compares."""
+    return {m: neuron_method_file(wildcards.model, m) for m in stage(wildcards.model, "overlap")["methods"]}
+
+
+def html_report_plots(wildcards):
+    """Plot name -> PNG, in the HTML report's reading order."""
+    plots = f"results/{wildcards.model}/plots"
+    names = {
+        "variant_scores": "variant_scores",
+        "restore_curve": "restore_curve",
+        "neurons_per_layer": "neurons_per_layer",
+        "nlsr": "nlsr",
+        "overlap_heatmap": "overlap",
+    }
+    return {key: f"{plots}/{name}.png" for key, name in names.items()}
+
+
+def html_report(model):
+    return f"results/{model}/report.html"

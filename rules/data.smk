@@ -2,14 +2,16 @@ rule prepare_dataset:
     """Load a configured dataset source into the common Parquet schema."""
     output:
         parquet=dataset_parquet("{dataset}"),
-    params:
-        spec=lambda wildcards: config["datasets"][wildcards.dataset],
-        base_dir=str(WORKFLOW_ROOT),
-        code=code_hash("data", "builtin_data"),
     log:
         "results/logs/data/{dataset}.log",
     benchmark:
         "results/benchmarks/data/{dataset}.tsv"
     localrule: True
+    conda:
+        "../envs/data.yaml"
+    params:
+        spec=lambda wildcards: config["datasets"][wildcards.dataset],
+        base_dir=str(WORKFLOW_ROOT),
+        code=code_hash("data", "builtin_data"),
     script:
         "../workflow_scripts/prepare_dataset.py"

@@ -5,21 +5,21 @@ rule generate:
         prompts=dataset_parquet("{dataset}"),
     output:
         parquet="results/{model}/generations/{variant}/{dataset}.parquet",
-    wildcard_constraints:
-        variant=r"base|sft|aligned|sntune|rsntune|reference|(?:(?:attacked|nlsr)_p[0-9.]+)",
-    params:
-        gen=params_of("generate"),
-        seed=config["seed"],
-        code=code_hash("generate", "models", "data", "manifest", "archs"),
-    threads: threads_of
-    resources:
-        gpu=res("gpu"),
-        mem_mb=res("mem_mb"),
-        runtime=res("runtime"),
     log:
         "results/{model}/logs/generate/{variant}/{dataset}.log",
     benchmark:
         "results/{model}/benchmarks/generate/{variant}/{dataset}.tsv"
+    wildcard_constraints:
+        variant=r"base|sft|aligned|sntune|rsntune|reference|(?:(?:attacked|nlsr)_p[0-9.]+)",
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
+    params:
+        gen=params_of("generate"),
+        seed=config["seed"],
+        code=code_hash("generate", "models", "data", "manifest", "archs"),
     script:
         "../workflow_scripts/generate.py"
 
@@ -30,15 +30,17 @@ rule judge:
         parquet="results/{model}/generations/{variant}/{dataset}.parquet",
     output:
         parquet="results/{model}/scored/{variant}/{dataset}.parquet",
-    params:
-        judge=config["judge"],
-        code=code_hash("judge", "data"),
-    threads: 1
-    resources:
-        mem_mb=4000,
     log:
         "results/{model}/logs/judge/{variant}/{dataset}.log",
     benchmark:
         "results/{model}/benchmarks/judge/{variant}/{dataset}.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        judge=config["judge"],
+        code=code_hash("judge", "data"),
     script:
         "../workflow_scripts/judge.py"

@@ -8,19 +8,19 @@ rule contrast:
         index=neuron_index("{model}", "contrast"),
         sidecar="results/{model}/neurons/contrast.json",
         stats="results/{model}/activations/contrast.safetensors",
-    params:
-        contrast=params_of("contrast"),
-        seed=config["seed"],
-        code=code_hash("scores/contrast", "stats", "neurons", "hooks", "archs", "models", "data", "manifest"),
-    threads: threads_of
-    resources:
-        gpu=res("gpu"),
-        mem_mb=res("mem_mb"),
-        runtime=res("runtime"),
     log:
         "results/{model}/logs/contrast.log",
     benchmark:
         "results/{model}/benchmarks/contrast.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
+    params:
+        contrast=params_of("contrast"),
+        seed=config["seed"],
+        code=code_hash("scores/contrast", "stats", "neurons", "hooks", "archs", "models", "data", "manifest"),
     script:
         "../workflow_scripts/contrast.py"
 
@@ -32,14 +32,16 @@ rule neurons_section:
         ckpt=lambda wildcards: contrast_pair(wildcards.model)[0],
     output:
         json="results/{model}/sections/neurons.json",
-    params:
-        patching=params_of("patching"),
-        code=code_hash("lens", "neurons", "models", "archs"),
+    log:
+        "results/{model}/logs/neurons_section.log",
+    conda:
+        "../envs/model.yaml"
     threads: threads_of
     resources:
         mem_mb=res("mem_mb"),
-    log:
-        "results/{model}/logs/neurons_section.log",
+    params:
+        patching=params_of("patching"),
+        code=code_hash("lens", "neurons", "models", "archs"),
     script:
         "../workflow_scripts/neurons_section.py"
 
@@ -59,18 +61,18 @@ rule safeguard:
         ],
     output:
         json="results/{model}/sections/safeguard.json",
-    params:
-        safeguard=params_of("safeguard"),
-        seed=config["seed"],
-        code=code_hash("safeguard", "neurons", "hooks", "models", "data"),
-    threads: threads_of
-    resources:
-        gpu=res("gpu"),
-        mem_mb=res("mem_mb"),
-        runtime=res("runtime"),
     log:
         "results/{model}/logs/safeguard.log",
     benchmark:
         "results/{model}/benchmarks/safeguard.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
+    params:
+        safeguard=params_of("safeguard"),
+        seed=config["seed"],
+        code=code_hash("safeguard", "neurons", "hooks", "models", "data"),
     script:
         "../workflow_scripts/safeguard.py"

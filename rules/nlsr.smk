@@ -4,12 +4,14 @@ rule expo:
         aligned=ckpt("{model}", "aligned"),
     output:
         ckpt=directory(ckpt("{model}", "reference")),
-    params:
-        nlsr=stage_keys("nlsr", "alpha", "expo_mode"),
-        code=code_hash("realign", "manifest"),
     log:
         "results/{model}/logs/expo.log",
     localrule: True
+    conda:
+        "../envs/model.yaml"
+    params:
+        nlsr=stage_keys("nlsr", "alpha", "expo_mode"),
+        code=code_hash("realign", "manifest"),
     script:
         "../workflow_scripts/expo.py"
 
@@ -22,14 +24,16 @@ rule attack_mix:
         f"{stage(wildcards.model, 'nlsr')['harmful_answers']}.parquet",
     output:
         parquet="results/{model}/nlsr/mix_p{p}.parquet",
+    log:
+        "results/{model}/logs/attack_mix/p{p}.log",
+    localrule: True
+    conda:
+        "../envs/model.yaml"
     params:
         nlsr=stage_keys("nlsr", "n", "drop_refusals"),
         judge=config["judge"],
         seed=config["seed"],
         code=code_hash("attack", "task", "judge", "data"),
-    log:
-        "results/{model}/logs/attack_mix/p{p}.log",
-    localrule: True
     script:
         "../workflow_scripts/attack_mix.py"
 
@@ -41,19 +45,19 @@ rule attack:
         mix="results/{model}/nlsr/mix_p{p}.parquet",
     output:
         ckpt=directory("results/{model}/checkpoints/attacked_p{p}"),
-    params:
-        train=lambda wildcards: stage(wildcards.model, "nlsr")["attack"],
-        seed=config["seed"],
-        code=code_hash("attack", "tune", "models", "data", "manifest"),
-    threads: threads_of
-    resources:
-        gpu=res("gpu"),
-        mem_mb=res("mem_mb"),
-        runtime=res("runtime"),
     log:
         "results/{model}/logs/attack/p{p}.log",
     benchmark:
         "results/{model}/benchmarks/attack/p{p}.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
+    params:
+        train=lambda wildcards: stage(wildcards.model, "nlsr")["attack"],
+        seed=config["seed"],
+        code=code_hash("attack", "tune", "models", "data", "manifest"),
     script:
         "../workflow_scripts/attack.py"
 
@@ -62,25 +66,27 @@ rule safety_masks:
     """Safety-critical entries of the reference adapter (SNIP, Wanda or low-rank) on its own safe answers."""
     input:
         reference=ckpt("{model}", "reference"),
-        calibration=lambda wildcards: scored(wildcards.model, "reference", stage(wildcards.model, "nlsr")["calibration"]),
+        calibration=lambda wildcards: scored(
+            wildcards.model, "reference", stage(wildcards.model, "nlsr")["calibration"]
+        ),
     output:
         masks="results/{model}/neurons/{score}_masks.safetensors",
         sidecar="results/{model}/neurons/{score}_masks.json",
-    wildcard_constraints:
-        score="snip|wanda|lowrank",
-    params:
-        nlsr=stage_keys("nlsr", "keep_fraction", "calibration_keep"),
-        seed=config["seed"],
-        code=code_hash("scores/adapter_scores", "models", "data", "manifest"),
-    threads: threads_of
-    resources:
-        gpu=res("gpu"),
-        mem_mb=res("mem_mb"),
-        runtime=res("runtime"),
     log:
         "results/{model}/logs/safety_masks/{score}.log",
     benchmark:
         "results/{model}/benchmarks/safety_masks/{score}.tsv"
+    wildcard_constraints:
+        score="snip|wanda|lowrank",
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
+    params:
+        nlsr=stage_keys("nlsr", "keep_fraction", "calibration_keep"),
+        seed=config["seed"],
+        code=code_hash("scores/adapter_scores", "models", "data", "manifest"),
     script:
         "../workflow_scripts/safety_masks.py"
 
@@ -94,41 +100,38 @@ rule nlsr:
         "_masks.safetensors",
     output:
         ckpt=directory("results/{model}/checkpoints/nlsr_p{p}"),
+    log:
+        "results/{model}/logs/nlsr/p{p}.log",
+    localrule: True
+    conda:
+        "../envs/model.yaml"
     params:
         nlsr=stage_keys("nlsr", "mode", "rate", "epsilon", "ordering", "tau", "layers"),
         seed=config["seed"],
         code=code_hash("realign", "scores/adapter_scores", "manifest"),
-    log:
-        "results/{model}/logs/nlsr/p{p}.log",
-    localrule: True
     script:
         "../workflow_scripts/nlsr.py"
-
-
-def _nlsr_inputs(wildcards):
-    """Scored safety and task generations of aligned, reference, attacked(p) and realigned(p)."""
-    m, n = wildcards.model, stage(wildcards.model, "nlsr")
-    variants = ["aligned", "reference"] + [f"{kind}_p{p}" for p in p_labels(m) for kind in ("attacked", "nlsr")]
-    return {
-        "safety": [scored(m, v, d) for v in variants for d in n["datasets"]],
-        "task": [f"results/{m}/generations/{v}/{n['task_test']}.parquet" for v in variants],
-        "task_data": dataset_parquet(n["task_test"]),
-        "realign": [f"results/{m}/checkpoints/nlsr_p{p}" for p in p_labels(m)],
-    }
 
 
 rule nlsr_section:
     """Report section: harmful score, over-refusal and task accuracy per variant and poison fraction."""
     input:
-        unpack(_nlsr_inputs),
+        unpack(nlsr_section_inputs),
     output:
         json="results/{model}/sections/nlsr.json",
-        plot="results/{model}/plots/nlsr.png",
-    params:
-        nlsr=params_of("nlsr"),
-        code=code_hash("evaluate", "task", "report", "data"),
+        plot=report(
+            "results/{model}/plots/nlsr.png",
+            caption="../report/nlsr.rst",
+            category="NLSR",
+            labels={"model": "{model}", "figure": "harmful score and task accuracy vs p"},
+        ),
     log:
         "results/{model}/logs/nlsr_section.log",
     localrule: True
+    conda:
+        "../envs/report.yaml"
+    params:
+        nlsr=params_of("nlsr"),
+        code=code_hash("evaluate", "task", "report", "data"),
     script:
         "../workflow_scripts/nlsr_section.py"

@@ -4,12 +4,14 @@ rule evaluation_section:
         scored=lambda wildcards: scored_paths(wildcards.model),
     output:
         json="results/{model}/sections/evaluation.json",
-    params:
-        labels=dict((d, lab) for d, lab in eval_datasets()),
-        code=code_hash("evaluate", "data"),
     log:
         "results/{model}/logs/evaluation_section.log",
     localrule: True
+    conda:
+        "../envs/report.yaml"
+    params:
+        labels=dict((d, lab) for d, lab in eval_datasets()),
+        code=code_hash("evaluate", "data"),
     script:
         "../workflow_scripts/evaluation_section.py"
 
@@ -21,11 +23,97 @@ rule report:
         variants=lambda wildcards: [ckpt(wildcards.model, v) for v in config["evaluation"]["variants"]],
     output:
         json=report_json("{model}"),
-    params:
-        sections=lambda wildcards: list(report_sections(wildcards.model)),
-        code=code_hash("report"),
     log:
         "results/{model}/logs/report.log",
     localrule: True
+    conda:
+        "../envs/report.yaml"
+    params:
+        sections=lambda wildcards: list(report_sections(wildcards.model)),
+        code=code_hash("report"),
     script:
         "../workflow_scripts/report.py"
+
+
+rule overlap_section:
+    """Report section: do the neuron methods pick the same neurons (Jaccard at matched sizes, Spearman)?"""
+    input:
+        unpack(overlap_inputs),
+    output:
+        json="results/{model}/sections/overlap.json",
+        plot=report(
+            "results/{model}/plots/overlap.png",
+            caption="../report/overlap.rst",
+            category="Neurons",
+            labels={"model": "{model}", "figure": "cross-method overlap"},
+        ),
+    log:
+        "results/{model}/logs/overlap_section.log",
+    benchmark:
+        "results/{model}/benchmarks/overlap_section.tsv"
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    params:
+        overlap=params_of("overlap"),
+        code=code_hash("overlap", "neurons", "archs", "report"),
+    script:
+        "../workflow_scripts/overlap_section.py"
+
+
+rule report_plots:
+    """Plots drawn from the sections: harmful score and over-refusal per variant, safety neurons per layer."""
+    input:
+        evaluation="results/{model}/sections/evaluation.json",
+        neurons="results/{model}/sections/neurons.json",
+        sntune="results/{model}/sections/sntune.json",
+    output:
+        variant_scores=report(
+            "results/{model}/plots/variant_scores.png",
+            caption="../report/variant_scores.rst",
+            category="Evaluation",
+            labels={"model": "{model}", "figure": "harmful score and over-refusal per variant"},
+        ),
+        neurons_per_layer=report(
+            "results/{model}/plots/neurons_per_layer.png",
+            caption="../report/neurons_per_layer.rst",
+            category="Neurons",
+            labels={"model": "{model}", "figure": "safety neurons per layer"},
+        ),
+    log:
+        "results/{model}/logs/report_plots.log",
+    benchmark:
+        "results/{model}/benchmarks/report_plots.tsv"
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    params:
+        code=code_hash("report"),
+    script:
+        "../workflow_scripts/report_plots.py"
+
+
+rule html_report:
+    """report.html: the plots with captions and the tables of report.json, self-contained (no external files)."""
+    input:
+        unpack(html_report_plots),
+        json=report_json("{model}"),
+    output:
+        html=report(
+            "results/{model}/report.html",
+            caption="../report/report_html.rst",
+            category="Report",
+            labels={"model": "{model}", "figure": "HTML report"},
+        ),
+    log:
+        "results/{model}/logs/html_report.log",
+    benchmark:
+        "results/{model}/benchmarks/html_report.tsv"
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    params:
+        plots=lambda wildcards: list(html_report_plots(wildcards)),
+        code=code_hash("html_report", "report"),
+    script:
+        "../workflow_scripts/html_report.py"

@@ -8,21 +8,21 @@ rule plnd:
     output:
         index="results/{model}/neurons/{kind}.parquet",
         sidecar="results/{model}/neurons/{kind}.json",
-    wildcard_constraints:
-        kind="plnd|plnd_foundation",
-    params:
-        plnd=params_of("plnd"),
-        seed=config["seed"],
-        code=code_hash("scores/plnd", "neurons", "hooks", "archs", "models", "data"),
-    threads: threads_of
-    resources:
-        gpu=res("gpu"),
-        mem_mb=res("mem_mb"),
-        runtime=res("runtime"),
     log:
         "results/{model}/logs/{kind}.log",
     benchmark:
         "results/{model}/benchmarks/{kind}.tsv"
+    wildcard_constraints:
+        kind="plnd|plnd_foundation",
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
+    params:
+        plnd=params_of("plnd"),
+        seed=config["seed"],
+        code=code_hash("scores/plnd", "neurons", "hooks", "archs", "models", "data"),
     script:
         "../workflow_scripts/plnd.py"
 
@@ -35,20 +35,20 @@ rule deactivate_generate:
         prompts=dataset_parquet("{dataset}"),
     output:
         parquet="results/{model}/generations/deact_{selection}/{dataset}.parquet",
+    log:
+        "results/{model}/logs/deactivate_generate/{selection}/{dataset}.log",
+    benchmark:
+        "results/{model}/benchmarks/deactivate_generate/{selection}/{dataset}.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
     params:
         gen=params_of("generate"),
         deactivation=stage_keys("deactivation", "random_seed"),
         seed=config["seed"],
         code=code_hash("deactivate", "generate", "hooks", "neurons", "models", "data"),
-    threads: threads_of
-    resources:
-        gpu=res("gpu"),
-        mem_mb=res("mem_mb"),
-        runtime=res("runtime"),
-    log:
-        "results/{model}/logs/deactivate_generate/{selection}/{dataset}.log",
-    benchmark:
-        "results/{model}/benchmarks/deactivate_generate/{selection}/{dataset}.tsv"
     script:
         "../workflow_scripts/deactivate_generate.py"
 
@@ -65,21 +65,21 @@ rule sntune:
     output:
         ckpt=directory("results/{model}/checkpoints/{tuned}"),
         summary="results/{model}/sntune/{tuned}.json",
-    wildcard_constraints:
-        tuned="sntune|rsntune",
-    params:
-        sntune=params_of("sntune"),
-        seed=config["seed"],
-        code=code_hash("sntune", "neurons", "archs", "models", "data", "manifest", "tune"),
-    threads: threads_of
-    resources:
-        gpu=res("gpu"),
-        mem_mb=res("mem_mb"),
-        runtime=res("runtime"),
     log:
         "results/{model}/logs/{tuned}.log",
     benchmark:
         "results/{model}/benchmarks/{tuned}.tsv"
+    wildcard_constraints:
+        tuned="sntune|rsntune",
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
+    params:
+        sntune=params_of("sntune"),
+        seed=config["seed"],
+        code=code_hash("sntune", "neurons", "archs", "models", "data", "manifest", "tune"),
     script:
         "../workflow_scripts/sntune.py"
 
@@ -93,45 +93,31 @@ rule sntune_perplexity:
         text=lambda wildcards: dataset_parquet(stage(wildcards.model, "patching")["ppl_dataset"] or "benign_test"),
     output:
         json="results/{model}/sntune/perplexity.json",
-    params:
-        code=code_hash("evaluate", "models", "data"),
-    threads: threads_of
-    resources:
-        gpu=res("gpu"),
-        mem_mb=res("mem_mb"),
-        runtime=res("runtime"),
     log:
         "results/{model}/logs/sntune_perplexity.log",
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
+    params:
+        code=code_hash("evaluate", "models", "data"),
     script:
         "../workflow_scripts/sntune_perplexity.py"
-
-
-def _sntune_inputs(wildcards):
-    """Everything the SN-Tune section reads."""
-    m = wildcards.model
-    before, detected = stage(m, "sntune")["variant"], stage(m, "plnd")["variant"]
-    evaluated = [d for d, _ in eval_datasets()]
-    deact = stage(m, "deactivation")["datasets"]
-    return {
-        "plnd": f"results/{m}/neurons/plnd.parquet",
-        "foundation": f"results/{m}/neurons/plnd_foundation.parquet",
-        "summaries": [f"results/{m}/sntune/{t}.json" for t in ("sntune", "rsntune")],
-        "perplexity": f"results/{m}/sntune/perplexity.json",
-        "tuning": [scored(m, v, d) for v in (before, "sntune", "rsntune") for d in evaluated],
-        "deactivation": [scored(m, v, d) for v in (detected, "deact_safety", "deact_random") for d in deact],
-    }
 
 
 rule sntune_section:
     """Report section: PLND neuron counts, deactivation table, SN-Tune and RSN-Tune before/after."""
     input:
-        unpack(_sntune_inputs),
+        unpack(sntune_section_inputs),
     output:
         json="results/{model}/sections/sntune.json",
-    params:
-        code=code_hash("evaluate", "neurons", "data"),
     log:
         "results/{model}/logs/sntune_section.log",
     localrule: True
+    conda:
+        "../envs/report.yaml"
+    params:
+        code=code_hash("evaluate", "neurons", "data"),
     script:
         "../workflow_scripts/sntune_section.py"

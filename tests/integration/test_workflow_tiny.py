@@ -14,8 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-COPIED = ["Snakefile", "config.yaml", "rules", "workflow_scripts", "neuronkit", "schemas", "profiles"]
+COPIED = ["Snakefile", "config.yaml", "rules", "workflow_scripts", "neuronkit", "schemas", "profiles", "envs", "report"]
 TARGET = "results/tiny/report.json"
+HTML = "results/tiny/report.html"
+PLOTS = ("variant_scores", "restore_curve", "neurons_per_layer", "nlsr", "overlap")
 DATASETS = ("harmful_test", "harmful_novel", "benign_test", "benign_novel")
 # Plain generations: base on the 4 evaluated sets + the safeguard's 2 training sets (6); aligned on the 4 + task_test
 # (5); sntune and rsntune on the 4 (8); the EXPO reference on harmful_test, benign_test, task_test and its calibration
@@ -69,7 +71,7 @@ def planned_rules(wf: Path, *extra_configs: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def workflow(tmp_path_factory) -> Path:
     wf = _copy_workflow(tmp_path_factory.mktemp("wf"))
-    snakemake(wf, TARGET)
+    snakemake(wf, TARGET, HTML)
     return wf
 
 
@@ -175,6 +177,35 @@ def test_report_has_sntune_and_nlsr_sections(workflow):
     assert (workflow / "results/tiny/plots/nlsr.png").stat().st_size > 1000
     mix = pq.read_table(workflow / "results/tiny/nlsr/mix_p0.25.parquet")
     assert mix.column("label").to_pylist().count("harmful") == 4 and mix.num_rows == 16
+
+
+def test_report_has_the_cross_method_overlap(workflow):
+    overlap = json.loads((workflow / TARGET).read_text())["overlap"]
+    assert [m["name"] for m in overlap["methods"]] == ["contrast", "plnd", "snip", "wanda", "lowrank"]
+    mlp_pairs = {(p["a"], p["b"]) for p in overlap["pairs"] if p["module"] == "mlp"}
+    assert len(mlp_pairs) == 10  # every pair of the five methods on the MLP neurons
+    for pair in overlap["pairs"]:
+        assert 0 <= pair["jaccard"] <= 1 and len(pair["per_layer"]) == 2
+        assert pair["spearman"] is None or -1 <= pair["spearman"] <= 1
+    assert overlap["matrix"]["mlp"]["labels"] == ["contrast", "plnd", "snip", "wanda", "lowrank"]
+
+
+def test_html_report_embeds_every_plot(workflow):
+    html = (workflow / HTML).read_text()
+    for name in ("variant_scores", "restore_curve", "neurons_per_layer", "nlsr", "overlap_heatmap"):
+        assert f'id="plot-{name}"' in html, name
+    assert html.count("data:image/png;base64,") == 5 and "http://" not in html and "https://" not in html
+    for name in PLOTS:
+        assert (workflow / f"results/tiny/plots/{name}.png").stat().st_size > 1000, name
+
+
+def test_snakemake_report_lists_the_marked_plots(workflow, tmp_path):
+    out = tmp_path / "snakemake_report.html"
+    snakemake(workflow, "--report", str(out), TARGET, HTML)
+    text = out.read_text()
+    for name in PLOTS:
+        assert f"{name}.png" in text, name
+    assert "report.html" in text and "cross-method overlap" in text
 
 
 def test_llama3_dry_run_builds_the_full_dag_offline(tmp_path):

@@ -1,0 +1,65 @@
+"""Workflow hygiene: `snakemake --lint` finds nothing, snakefmt leaves the rules unchanged, and the SLURM profile
+asks for GPUs exactly on the GPU rules."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_workflow_tiny import _copy_workflow
+
+REPO = Path(__file__).resolve().parents[2]
+GPU_RULES = {"self_answers", "sft", "preference", "generate", "contrast", "safeguard", "patch_generate",
+             "patch_perplexity", "plnd", "deactivate_generate", "sntune", "sntune_perplexity", "attack",
+             "safety_masks"}
+
+pytestmark = pytest.mark.e2e
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_lint_finds_nothing():
+    proc = _run("snakemake", "--lint", "json", cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "", f"lints:\n{proc.stdout[:4000]}"
+    assert "good condition" in proc.stderr
+
+
+def test_snakefmt_leaves_rules_unchanged():
+    proc = _run("snakefmt", "--check", "--diff", ".", cwd=REPO)
+    assert proc.returncode == 0, f"run `snakefmt .`:\n{proc.stdout[-4000:]}{proc.stderr[-2000:]}"
+    assert re.search(r"All (\d+) file\(s\) would be left unchanged", proc.stderr + proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def slurm_dry_run(tmp_path_factory) -> dict[str, list[str]]:
+    """Rule -> the resources lines of a SLURM-profile dry run of the llama3 report (nothing is submitted)."""
+    wf = _copy_workflow(tmp_path_factory.mktemp("slurm_dry"))
+    proc = _run("snakemake", "-n", "--profile", "profiles/slurm", "results/llama3/report.json", cwd=wf)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    found: dict[str, list[str]] = {}
+    for block in re.split(r"^(?:local)?rule ", proc.stdout, flags=re.M)[1:]:
+        name = block.split(":", 1)[0]
+        res = re.search(r"^\s+resources: (.*)$", block, re.M)
+        found.setdefault(name, []).append(res.group(1) if res else "")
+    return found
+
+
+def test_slurm_profile_requests_gpus_on_gpu_rules(slurm_dry_run):
+    assert GPU_RULES <= set(slurm_dry_run), sorted(GPU_RULES - set(slurm_dry_run))
+    for rule in GPU_RULES:
+        for line in slurm_dry_run[rule]:
+            # llama3: models.llama3.resources (gpu 1, 64 GB, 8 h) and threads 8 -> cpus_per_task 8
+            assert "gpu=1" in line and "mem_mb=64000" in line and "runtime=480" in line, (rule, line)
+            assert "cpus_per_task=8" in line, (rule, line)
+
+
+def test_slurm_profile_keeps_gpus_off_cpu_rules(slurm_dry_run):
+    for rule in set(slurm_dry_run) - GPU_RULES:
+        assert all("gpu=" not in line for line in slurm_dry_run[rule]), (rule, slurm_dry_run[rule])
