@@ -91,7 +91,7 @@ class MethodScores:
 
     name: str
     file: str
-    kind: str  # "index" | "masks"
+    kind: str  # "index" | "masks" | "scores"
     scores: dict[str, np.ndarray]  # module -> float64 [layers, size]
     selected: dict[str, np.ndarray] = field(default_factory=dict)  # module -> bool [layers, size]
     dense: dict[str, bool] = field(default_factory=dict)
@@ -102,7 +102,7 @@ class MethodScores:
         modules = {m: {"covered": int(np.isfinite(s).sum()), "selected": int(self.selected[m].sum()),
                        "dense": self.dense[m]} for m, s in self.scores.items()}
         out = {"name": self.name, "file": self.file, "kind": self.kind, "modules": modules}
-        if self.kind == "masks":
+        if self.kind in ("masks", "scores"):
             out["ignored_tensors"] = self.ignored_tensors
         return out
 
@@ -211,33 +211,45 @@ def _key_pattern(spec: ArchSpec) -> re.Pattern:
     return re.compile(rf"(?:^|\.){re.escape(spec.layers)}\.(\d+)\.(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$")
 
 
-def _mask_entries(masks: Mapping[str, torch.Tensor], spec: ArchSpec, origin: str):
-    """(layer, site, kept per neuron, entries per neuron) for each factor touching neurons; and the ignored count."""
+def _factor_entries(tensors: Mapping[str, torch.Tensor], spec: ArchSpec, origin: str, kind: str):
+    """(layer, site, per-neuron total, entries per neuron, key) for each factor touching neurons; and the ignored count.
+
+    The total is the kept count for masks and the summed absolute entry score for scores.
+    """
     pattern, sites = _key_pattern(spec), _factor_sites(spec)
     found, ignored = [], 0
-    for key in sorted(masks):
-        mask = masks[key]
+    for key in sorted(tensors):
+        tensor = tensors[key]
         match = pattern.search(key)
         site = sites.get((match.group(2), match.group(3))) if match else None
         if site is None:
             ignored += 1
             continue
-        if mask.dtype != torch.bool or mask.dim() != 2:
-            raise OverlapError(f"{origin}: {key} must be a 2-D bool mask, got {mask.dtype} {tuple(mask.shape)}")
+        right_dtype = tensor.dtype == torch.bool if kind == "masks" else tensor.is_floating_point()
+        if not right_dtype or tensor.dim() != 2:
+            expected = "bool mask" if kind == "masks" else "float score tensor"
+            raise OverlapError(f"{origin}: {key} must be a 2-D {expected}, got {tensor.dtype} {tuple(tensor.shape)}")
         module, axis = site
-        kept = mask.sum(dim=1 - axis).double().numpy()
-        found.append((int(match.group(1)), module, kept, mask.shape[1 - axis], key))
+        values = tensor.double() if kind == "masks" else tensor.double().abs()
+        found.append((int(match.group(1)), module, values.sum(dim=1 - axis).numpy(), tensor.shape[1 - axis], key))
     return found, ignored
 
 
 def mask_neuron_scores(masks: Mapping[str, torch.Tensor], origin: str = "masks", model_type: str | None = None,
                        ) -> tuple[dict[str, np.ndarray], int]:
-    """Per-module ``[layers, size]`` kept fraction of the mask entries touching each neuron, and tensors ignored.
+    """Per-module ``[layers, size]`` kept fraction of the mask entries touching each neuron, and tensors ignored."""
+    return adapter_neuron_scores(masks, origin, model_type, kind="masks")
 
+
+def adapter_neuron_scores(tensors: Mapping[str, torch.Tensor], origin: str = "masks", model_type: str | None = None,
+                          *, kind: str = "masks") -> tuple[dict[str, np.ndarray], int]:
+    """Per-module ``[layers, size]`` neuron scores from LoRA-entry masks or scores, and the tensors ignored.
+
+    masks: the kept fraction of the entries touching a neuron; scores: their mean absolute score.
     Layers run to the highest layer seen; a layer no factor of a module touches is -inf there.
     """
     spec = arch_for(model_type) if model_type else ArchSpec()
-    found, ignored = _mask_entries(masks, spec, origin)
+    found, ignored = _factor_entries(tensors, spec, origin, kind)
     if not found:
         raise OverlapError(f"{origin}: no LoRA factor touches an mlp/q/k/v/o neuron "
                            f"(keys like '...{spec.layers}.0.{spec.mlp}.{spec.up}.lora_B.weight')")
@@ -254,6 +266,15 @@ def mask_neuron_scores(masks: Mapping[str, torch.Tensor], origin: str = "masks",
     return {m: _kept_fraction(kept[m], entries[m]) for m in MODULES if m in kept}, ignored
 
 
+def adapter_file_kind(tensors: Mapping[str, torch.Tensor], origin: str) -> str:
+    """'masks' for a bool file (safety_masks' masks), 'scores' for a float one (its entry scores)."""
+    kinds = {"masks" if t.dtype == torch.bool else "scores" if t.is_floating_point() else str(t.dtype)
+             for t in tensors.values()}
+    if len(kinds) != 1 or not kinds <= {"masks", "scores"}:
+        raise OverlapError(f"{origin}: expected all-bool masks or all-float scores, found {sorted(kinds)}")
+    return kinds.pop()
+
+
 def _kept_fraction(kept: np.ndarray, entries: np.ndarray) -> np.ndarray:
     """kept / entries per neuron, -inf in layers without entries."""
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -261,7 +282,7 @@ def _kept_fraction(kept: np.ndarray, entries: np.ndarray) -> np.ndarray:
 
 
 def load_mask_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Raw mask tensors (dtype kept, so a scores file is refused rather than read as masks)."""
+    """Raw mask or score tensors (dtype kept: bool means masks, float means entry scores)."""
     from safetensors.torch import load_file
 
     if not Path(path).exists():
@@ -330,12 +351,14 @@ def load_methods(methods: Mapping[str, str | os.PathLike], cfg: OverlapConfig) -
         if name in indexes:
             loaded.append(MethodScores(name, str(path), "index", index_scores(indexes[name], str(path))))
             continue
-        scores, ignored = mask_neuron_scores(load_mask_file(path), str(path), (shape or {}).get("model_type"))
-        loaded.append(MethodScores(name, str(path), "masks", scores, ignored_tensors=ignored))
+        tensors = load_mask_file(path)
+        kind = adapter_file_kind(tensors, str(path))
+        scores, ignored = adapter_neuron_scores(tensors, str(path), (shape or {}).get("model_type"), kind=kind)
+        loaded.append(MethodScores(name, str(path), kind, scores, ignored_tensors=ignored))
     if shape is None:
         shape, shape_file = _masks_shape(loaded), loaded[0].file
     for method in loaded:
-        if method.kind == "masks":
+        if method.kind in ("masks", "scores"):
             method.scores = _fit_masks(method.scores, method.file, shape, shape_file)
         method.scores = {m: s for m, s in method.scores.items() if m in cfg.modules}
         _select(method, cfg)
@@ -343,9 +366,10 @@ def load_methods(methods: Mapping[str, str | os.PathLike], cfg: OverlapConfig) -
 
 
 def _select(method: MethodScores, cfg: OverlapConfig) -> None:
-    """Each module's selected set: index entries (top dense_k when dense), or mask neurons with a kept entry."""
+    """Each module's selected set: index entries (top dense_k when dense), mask neurons with a kept entry, or the
+    top dense_k of an entry-score file (it scores every neuron)."""
     for module, s in method.scores.items():
-        dense = method.kind == "index" and is_dense(s)
+        dense = method.kind == "scores" or (method.kind == "index" and is_dense(s))
         method.dense[module] = dense
         if method.kind == "masks":
             method.selected[module] = s > 0

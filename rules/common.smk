@@ -227,9 +227,9 @@ def nlsr_section_inputs(wildcards):
 
 
 def neuron_method_file(model, method):
-    """Where a neuron method's artifact lives: an index for contrast and PLND, adapter masks for NLSR scores."""
+    """Where a neuron method's artifact lives: an index for contrast and PLND, entry scores for NLSR's scores."""
     if method in ("snip", "wanda", "lowrank"):
-        return f"results/{model}/neurons/{method}_masks.safetensors"
+        return f"results/{model}/neurons/{method}_scores.safetensors"
     return neuron_index(model, method)
 
 

@@ -72,6 +72,7 @@ rule safety_masks:
     output:
         masks="results/{model}/neurons/{score}_masks.safetensors",
         sidecar="results/{model}/neurons/{score}_masks.json",
+        scores="results/{model}/neurons/{score}_scores.safetensors",
     log:
         "results/{model}/logs/safety_masks/{score}.log",
     benchmark:

@@ -19,4 +19,4 @@ prompts = [table.column("prompt")[i].as_py() for i in safe]
 answers = [table.column("response")[i].as_py() for i in safe]
 print(f"calibration: {len(safe)} of {table.num_rows} answers judged safe")
 cfg = ScoreConfig(method=sm.wildcards.score, keep_fraction=sm.params.nlsr["keep_fraction"], seed=sm.params.seed)
-score_adapter(sm.input.reference, prompts, answers, sm.output.masks, cfg)
+score_adapter(sm.input.reference, prompts, answers, sm.output.masks, cfg, scores_path=sm.output.scores)

@@ -373,9 +373,20 @@ def score_model(model, tok, prompts: Sequence[str], answers: Sequence[str], cfg:
     return scores, masks, summary
 
 
+def save_scores(scores: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """Entry scores as float32 safetensors keyed like the masks (the overlap analysis ranks neurons by them)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: scores[k].float().contiguous() for k in sorted(scores)}, str(path), metadata={"format": "pt"})
+    return path
+
+
 def score_adapter(adapter_dir: str | os.PathLike, prompts: Sequence[str], answers: Sequence[str],
-                  out_path: str | os.PathLike, cfg: ScoreConfig, *, device: torch.device | None = None) -> dict:
-    """Score a LoRA adapter checkpoint on calibration answers and save its safety-critical masks."""
+                  out_path: str | os.PathLike, cfg: ScoreConfig, *, device: torch.device | None = None,
+                  scores_path: str | os.PathLike | None = None) -> dict:
+    """Score a LoRA adapter checkpoint on calibration answers and save its safety-critical masks (and scores)."""
     from .. import manifest
     from ..models import load_variant
 
@@ -385,10 +396,12 @@ def score_adapter(adapter_dir: str | os.PathLike, prompts: Sequence[str], answer
     if var.kind != "adapter":
         raise ValueError(f"{adapter_dir}: scores need a LoRA adapter checkpoint, got kind {var.kind!r}")
     model, tok = load_variant(adapter_dir, device=device, dtype="float32", merge=False, trainable=True)
-    _, masks, summary = score_model(model, tok, prompts, answers, cfg)
+    scores, masks, summary = score_model(model, tok, prompts, answers, cfg)
     meta = {"method": cfg.method, "keep_fraction": cfg.keep_fraction, "granularity": cfg.mask_granularity,
             "params": asdict(cfg), "model": var.model, "variant": var.name,
             "adapter": manifest.sha256_path(Path(adapter_dir) / "adapter_model.safetensors"),
             "summary": summary}
     save_masks(masks, out_path, meta)
+    if scores_path is not None:
+        save_scores(scores, scores_path)
     return meta

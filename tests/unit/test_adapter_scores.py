@@ -205,11 +205,25 @@ def test_score_adapter_writes_deterministic_masks(tiny_base, tmp_path):
     cfg = S.ScoreConfig(method="snip", batch_size=2)
     outs = [tmp_path / f"run{i}" / "snip.safetensors" for i in range(2)]
     for out in outs:
-        S.score_adapter(adapter, PROMPTS, ANSWERS, out, cfg, device=torch.device("cpu"))
+        S.score_adapter(adapter, PROMPTS, ANSWERS, out, cfg, device=torch.device("cpu"),
+                        scores_path=out.with_name("snip_scores.safetensors"))
     assert outs[0].read_bytes() == outs[1].read_bytes()
+    scores = [out.with_name("snip_scores.safetensors") for out in outs]
+    assert scores[0].read_bytes() == scores[1].read_bytes()
     assert S.sidecar_path(outs[0]).read_bytes() == S.sidecar_path(outs[1]).read_bytes()
     meta = json.loads(S.sidecar_path(outs[0]).read_text())
     assert meta["method"] == "snip" and meta["granularity"] == "row" and meta["keep_fraction"] == 0.2
     masks = S.load_masks(outs[0])
     assert len(masks) == 2 * len(TARGETS) * 2 and all(m.dtype == torch.bool for m in masks.values())
     assert meta["summary"]["kept"] == sum(int(m.sum()) for m in masks.values())
+    from safetensors.torch import load_file
+
+    saved = load_file(str(scores[0]))
+    assert set(saved) == set(masks) and all(v.dtype == torch.float32 for v in saved.values())
+    # the masks keep each row's top 20% of exactly these scores
+    for key, mask in masks.items():
+        rows = saved[key]
+        for row, kept in zip(rows, mask):
+            assert kept.sum() >= 1
+            if (~kept).any():
+                assert row[kept].min() >= row[~kept].max()

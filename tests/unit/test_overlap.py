@@ -206,3 +206,40 @@ def test_plot_writes_the_same_png_twice(tmp_path):
     plot_overlap(section, second)
     assert first.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert first.read_bytes() == second.read_bytes()
+
+
+def _score_dict() -> dict[str, torch.Tensor]:
+    """Float entry scores on the mask dict's layout (signs must not matter: scores are taken absolute)."""
+    return {k: torch.where(v, 2.0, -0.5) * (1 + torch.arange(v.numel()).reshape(v.shape) % 2)
+            for k, v in _mask_dict().items()}
+
+
+def test_entry_scores_map_to_mean_absolute_score_per_neuron():
+    from neuronkit.overlap import adapter_neuron_scores
+
+    scores, ignored = adapter_neuron_scores(_score_dict(), kind="scores")
+    tensors = _score_dict()
+    gate = tensors[f"{PREFIX}.1.mlp.gate_proj.lora_B.weight"].abs()
+    up = tensors[f"{PREFIX}.1.mlp.up_proj.lora_B.weight"].abs()
+    down = tensors[f"{PREFIX}.1.mlp.down_proj.lora_A.weight"].abs()
+    expected = ((gate.sum(1) + up.sum(1) + down.sum(0)) / 6).double().numpy()
+    np.testing.assert_allclose(scores["mlp"][1], expected)
+    assert ignored == 3
+    with pytest.raises(OverlapError, match="float score tensor"):
+        adapter_neuron_scores(_mask_dict(), kind="scores")
+
+
+def test_score_files_are_dense_methods_selecting_top_dense_k(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "snip_scores.safetensors"
+    save_file({k: v.contiguous() for k, v in _score_dict().items()}, str(path))
+    masks = save_masks(_mask_dict(), tmp_path / "snip_masks.safetensors", {})
+    section = overlap_section({"scores": str(path), "masks": str(masks)}, OverlapConfig(dense_k=2))
+    by_name = {m["name"]: m for m in section["methods"]}
+    assert by_name["scores"]["kind"] == "scores" and by_name["masks"]["kind"] == "masks"
+    assert by_name["scores"]["modules"]["mlp"]["dense"] and by_name["scores"]["modules"]["mlp"]["selected"] == 2
+    mixed = {**_score_dict(), "extra.lora_A.weight": torch.ones(2, 2, dtype=torch.bool)}
+    save_file({k: v.contiguous() for k, v in mixed.items()}, str(tmp_path / "mixed.safetensors"))
+    with pytest.raises(OverlapError, match="all-bool masks or all-float scores"):
+        overlap_section({"x": str(tmp_path / "mixed.safetensors"), "m": str(masks)})
