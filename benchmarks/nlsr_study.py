@@ -70,17 +70,14 @@ def masks_at(keep: float, cfg: dict, model: str, cache: Path) -> Path:
     """Masks of the reference at another keep fraction, scored as the safety_masks rule does (cached per run)."""
     from neuronkit.config import stage_params
     from neuronkit.data import read_table
-    from neuronkit.scores.adapter_scores import ScoreConfig, score_adapter
+    from neuronkit.scores.adapter_scores import ScoreConfig, calibration_examples, score_adapter
 
     out = cache / f"masks_keep{keep}.safetensors"
     if out.exists():
         return out
     nlsr = stage_params(cfg, model, "nlsr")
     table = read_table(ROOT / "results" / model / "scored" / "reference" / f"{nlsr['calibration']}.parquet")
-    keep_all = nlsr["calibration_keep"] == "all"
-    safe = [i for i, refused in enumerate(table.column("refused").to_pylist()) if refused or keep_all]
-    prompts = [table.column("prompt")[i].as_py() for i in safe]
-    answers = [table.column("response")[i].as_py() for i in safe]
+    prompts, answers = calibration_examples(table, keep_all=nlsr["calibration_keep"] == "all")
     score_adapter(ROOT / "results" / model / "checkpoints" / "reference", prompts, answers, out,
                   ScoreConfig(method=nlsr["score"], keep_fraction=keep, seed=cfg["seed"]))
     return out

@@ -458,10 +458,9 @@ DEFINITIONS = {
 
 def plot_overlap(section: dict, out_png: str | os.PathLike) -> None:
     """Heat maps of the Jaccard (chance level in brackets) and Spearman matrices, one row per module."""
-    import matplotlib
+    from .report import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     modules = [m for m, mat in section["matrix"].items() if len(mat["labels"]) >= 2]
     n = max([len(section["matrix"][m]["labels"]) for m in modules] or [2])
@@ -478,8 +477,7 @@ def plot_overlap(section: dict, out_png: str | os.PathLike) -> None:
         _heat(fig, row[1], mat, "spearman", (-1.0, 1.0), "RdBu_r", f"{module}: Spearman rho")
     fig.suptitle("Cross-method overlap of safety neurons")
     fig.tight_layout(rect=(0, 0, 1, 0.98))
-    fig.savefig(out_png, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, out_png)
 
 
 def _heat(fig, ax, mat: dict, key: str, limits: tuple[float, float], cmap: str, title: str) -> None:

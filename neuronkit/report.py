@@ -34,12 +34,25 @@ def write_json(obj: dict, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def plot_restore_curve(section: dict, out_png) -> None:
-    """R(k) for safety vs random neurons, one line pair per dataset."""
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (jobs run without a display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, out_png) -> None:
+    """PNG without the software-version stamp, so identical inputs give identical bytes; frees the figure."""
+    fig.savefig(out_png, metadata={"Software": None})
+    pyplot().close(fig)
+
+
+def plot_restore_curve(section: dict, out_png) -> None:
+    """R(k) for safety vs random neurons, one line pair per dataset."""
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for dataset in sorted({p["dataset"] for p in section["points"]}):
@@ -55,16 +68,12 @@ def plot_restore_curve(section: dict, out_png) -> None:
     ax.set_title("Dynamic activation patching: safety restored")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_png, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, out_png)
 
 
 def plot_nlsr(section: dict, out_png) -> None:
     """Harmful score and task accuracy against the poison fraction for attacked and realigned adapters."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
     for kind, style in (("attacked", "-o"), ("nlsr", "-s")):
@@ -87,8 +96,7 @@ def plot_nlsr(section: dict, out_png) -> None:
         ax.legend(fontsize=7)
     fig.suptitle("NLSR: harmful fine-tuning and realignment")
     fig.tight_layout()
-    fig.savefig(out_png, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, out_png)
 
 
 SCORE_METRICS = ("harmful_score", "over_refusal")
@@ -149,10 +157,7 @@ def _draw_score_panel(ax, metric: str, variants: list[str], by_dataset: dict[str
 
 def plot_variant_scores(evaluation_section: dict, out_png) -> None:
     """Harmful score and over-refusal per variant, with their 95% intervals, so variants compare at a glance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     variants, panels = variant_score_bars(evaluation_section)
     if not panels:
@@ -163,8 +168,7 @@ def plot_variant_scores(evaluation_section: dict, out_png) -> None:
         _draw_score_panel(ax, metric, variants, by_dataset)
     fig.suptitle("Harmful score and over-refusal per variant (bars: 95% CI)")
     fig.tight_layout()
-    fig.savefig(out_png, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, out_png)
 
 
 PLND_SETS = ("safety", "foundation", "rsn")
@@ -192,10 +196,7 @@ def neurons_per_layer_panels(sections: Mapping) -> list[tuple[str, dict[str, lis
 
 def plot_neurons_per_layer(sections: Mapping, out_png) -> None:
     """Where in depth the safety neurons sit: one stacked-by-module bar chart per neuron set found."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     panels = neurons_per_layer_panels(sections)
@@ -216,5 +217,4 @@ def plot_neurons_per_layer(sections: Mapping, out_png) -> None:
     axes[-1, 0].set_xlabel("layer")
     axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    fig.savefig(out_png, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, out_png)

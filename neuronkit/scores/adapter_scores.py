@@ -358,6 +358,12 @@ def load_masks(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------- stage entry
 
 
+def calibration_examples(table, keep_all: bool = False) -> tuple[list[str], list[str]]:
+    """(prompts, answers) of a scored reference table: its answers the judge rated safe (all with keep_all)."""
+    keep = [i for i, refused in enumerate(table.column("refused").to_pylist()) if refused or keep_all]
+    return ([table.column("prompt")[i].as_py() for i in keep], [table.column("response")[i].as_py() for i in keep])
+
+
 def score_model(model, tok, prompts: Sequence[str], answers: Sequence[str], cfg: ScoreConfig):
     """Scores, masks and summary for a live PEFT model (seeded; no files written)."""
     from ..runtime import seed_everything

@@ -227,3 +227,11 @@ def test_score_adapter_writes_deterministic_masks(tiny_base, tmp_path):
             assert kept.sum() >= 1
             if (~kept).any():
                 assert row[kept].min() >= row[~kept].max()
+
+
+def test_calibration_examples_keep_the_answers_judged_safe():
+    import pyarrow as pa
+
+    table = pa.table({"prompt": ["p0", "p1", "p2"], "response": ["a0", "a1", "a2"], "refused": [True, False, True]})
+    assert S.calibration_examples(table) == (["p0", "p2"], ["a0", "a2"])
+    assert S.calibration_examples(table, keep_all=True) == (["p0", "p1", "p2"], ["a0", "a1", "a2"])
