@@ -110,7 +110,7 @@ def _dataset_references(cfg: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     refs += [(f"safeguard.{key}[{i}]", n) for key in ("train", "test") for i, n in enumerate(cfg["safeguard"][key])]
     refs += [(f"plnd.{key}", cfg["plnd"][key]) for key in ("dataset", "foundation_dataset")]
     refs += [(f"deactivation.datasets[{i}]", n) for i, n in enumerate(cfg["deactivation"]["datasets"])]
-    refs += [("sntune.dataset", cfg["sntune"]["dataset"])]
+    refs += [(f"sntune.{key}", cfg["sntune"][key]) for key in ("dataset", "benign_dataset")]
     refs += [(f"nlsr.{key}", cfg["nlsr"][key]) for key in ("task", "task_test", "harmful_answers", "calibration")]
     refs += [(f"nlsr.datasets[{i}]", n) for i, n in enumerate(cfg["nlsr"]["datasets"])]
     return refs

@@ -160,7 +160,8 @@ def score_scored_file(path: str) -> dict:
 
 
 def sntune_section(plnd: str, foundation: str, summaries: Sequence[str], perplexity_json: str,
-                   tuning: Sequence[str], deactivation: Sequence[str]) -> dict:
+                   tuning: Sequence[str], deactivation: Sequence[str], *,
+                   deactivation_perplexity: str | None = None) -> dict:
     """PLND neuron counts, the deactivation table, and SN-Tune / RSN-Tune before and after."""
     import json
 
@@ -173,14 +174,16 @@ def sntune_section(plnd: str, foundation: str, summaries: Sequence[str], perplex
     tuned = {}
     for path in summaries:
         summary = json.loads(Path(path).read_text())
-        keep = ("method", "n_docs", "trained_entries", "total_params", "trained_fraction", "optimizer_state_bytes",
+        keep = ("method", "n_docs", "n_benign_docs", "trained_entries", "total_params", "trained_fraction", "optimizer_state_bytes",
                 "steps", "final_loss", "trained_rows")
         tuned[Path(path).stem] = {k: summary[k] for k in keep if k in summary}
     return {
         "neurons": counts, "neurons_meta": safety.meta,
         "tuning": {"runs": tuned, "figures": [score_scored_file(p) for p in tuning]},
         "deactivation": {"figures": [score_scored_file(p) for p in deactivation],
-                         "random_seed_note": "random neurons keep the safety set's per-layer, per-module counts"},
+                         "random_seed_note": "random neurons keep the safety set's per-layer, per-module counts",
+                         **({"perplexity": json.loads(Path(deactivation_perplexity).read_text())}
+                            if deactivation_perplexity else {})},
         "perplexity": json.loads(Path(perplexity_json).read_text()),
     }
 
@@ -212,3 +215,28 @@ def nlsr_section(safety: Sequence[str], task: Sequence[str], task_data: str, rea
     return {"variants": table, "realign": selections,
             "params": {k: params[k] for k in ("alpha", "expo_mode", "n", "p_grid", "score", "keep_fraction", "mode",
                                               "rate", "epsilon", "ordering")}}
+
+
+
+def study_figures(model, tok, prompts_parquets: Sequence, gen_cfg, judge_cfg: Mapping, work_dir,
+                  n_examples: int = 2) -> dict:
+    """Answer prepared datasets, judge and score them exactly as the workflow does (for studies of in-memory models).
+
+    Returns ``{metric: value}`` per dataset (harmful_score / over_refusal) and its first answers as
+    ``examples:<dataset>``.
+    """
+    from .data import read_table
+    from .generate import generate_responses, write_generations
+    from .judge import judge_file
+
+    out = {}
+    for path in prompts_parquets:
+        table, name = read_table(path), Path(path).stem
+        raw, judged = Path(work_dir) / f"{name}.gen.parquet", Path(work_dir) / f"{name}.parquet"
+        responses = generate_responses(model, tok, table.column("prompt").to_pylist(), gen_cfg, desc=name)
+        write_generations(table, responses, raw, variant="study", intervention="study")
+        judge_file(raw, judged, judge_cfg)
+        fig = score_scored_file(str(judged))
+        out[f"{fig['metric']}:{name}"] = fig["value"]
+        out[f"examples:{name}"] = responses[:n_examples]
+    return out

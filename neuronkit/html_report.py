@@ -279,7 +279,8 @@ def sntune_html(section: Mapping) -> str:
     if deactivation.get("figures"):
         note = deactivation.get("random_seed_note")
         parts.append("<h3>Deactivation</h3>\n" + (f'<p class="note">{esc(note)}</p>\n' if note else "")
-                     + figures_table(deactivation["figures"], "report['sntune'].deactivation.figures"))
+                     + figures_table(deactivation["figures"], "report['sntune'].deactivation.figures")
+                     + perplexity_html(deactivation.get("perplexity")))
     parts.append(perplexity_html(section.get("perplexity")))
     return "".join(parts)
 

@@ -72,6 +72,7 @@ class SNTuneConfig:
     tune_gate: bool = False              # the paper trains up rows, not gate rows
     format: str = "chat"                 # chat: loss on the refusal only; plain: "{question}. {refusal}"
     n_docs: int = 50
+    benign_docs: int = 0                 # extra benign prompts with the tuned model's own answers (paper: 0)
     dtype: str = "float32"               # bf16 weights cannot absorb 1e-6-sized updates
     seed: int = 0
 
@@ -108,7 +109,8 @@ _RULES: dict[str, tuple[type, bool, float | None, bool]] = {
     "batch_size": (int, False, 1, True), "grad_accum": (int, False, 1, True), "max_length": (int, False, 2, True),
     "warmup_ratio": (float, False, 0.0, True), "max_grad_norm": (float, True, 0.0, False),
     "weight_decay": (float, False, 0.0, True), "adam_eps": (float, False, 0.0, False),
-    "max_per_matrix": (int, True, 1, True), "n_docs": (int, False, 1, True), "seed": (int, False, None, True),
+    "max_per_matrix": (int, True, 1, True), "n_docs": (int, False, 1, True),
+    "benign_docs": (int, False, 0, True), "seed": (int, False, None, True),
     "tune_gate": (bool, False, None, True), "format": (str, False, None, True), "dtype": (str, False, None, True),
 }
 
@@ -301,6 +303,33 @@ def pick_documents(table, n_docs: int, seed: int) -> tuple[list[str], list[str]]
     return picked.column("prompt").to_pylist(), refusals_for(picked)
 
 
+def pick_benign_documents(table, n_docs: int, seed: int) -> tuple[list[str], list[str]]:
+    """Up to ``n_docs`` benign prompts with the model's own answers (seeded choice), to keep helpfulness."""
+    missing = {"prompt", "response"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"sntune: benign answer table lacks column(s) {sorted(missing)}")
+    if table.num_rows == 0:
+        raise ValueError("sntune: benign_docs > 0 but the benign answer table is empty")
+    rows = np.sort(np.random.default_rng(seed + 1).permutation(table.num_rows)[:n_docs])
+    picked = table.take(rows)
+    prompts, answers = picked.column("prompt").to_pylist(), picked.column("response").to_pylist()
+    for i, a in zip(picked.column("id").to_pylist() if "id" in table.column_names else rows.tolist(), answers):
+        if not isinstance(a, str) or not a.strip():
+            raise ValueError(f"sntune: benign answer row {i!r} has an empty response")
+    return prompts, answers
+
+
+def training_documents(harmful, benign, cfg: "SNTuneConfig") -> tuple[list[str], list[str]]:
+    """Harmful prompts with refusals, then (if ``benign_docs``) benign prompts with the model's own answers."""
+    questions, answers = pick_documents(harmful, cfg.n_docs, cfg.seed)
+    if cfg.benign_docs:
+        if benign is None:
+            raise ValueError("sntune: benign_docs > 0 needs a benign answer table (sntune.benign_dataset)")
+        more_q, more_a = pick_benign_documents(benign, cfg.benign_docs, cfg.seed)
+        questions, answers = questions + more_q, answers + more_a
+    return questions, answers
+
+
 def plain_document(question: str, refusal: str) -> str:
     """The paper's ``"{question}. {refusal}"``, without doubling a question's own end punctuation."""
     question = question.rstrip()
@@ -449,7 +478,7 @@ def _one_step(model, params, group: Sequence[Example], cfg: SNTuneConfig, pad_id
 
 
 def tune_model(model: torch.nn.Module, tok, index: NeuronIndex, harmful, cfg: SNTuneConfig, *,
-               foundation: NeuronIndex | None = None, progress: bool = True) -> dict[str, Any]:
+               foundation: NeuronIndex | None = None, benign=None, progress: bool = True) -> dict[str, Any]:
     """SN-Tune (or RSN-Tune with ``foundation``) in place: select, train the deltas, fold them in."""
     index.check_fits(model.config, "sntune neuron index")
     if foundation is not None:
@@ -458,14 +487,15 @@ def tune_model(model: torch.nn.Module, tok, index: NeuronIndex, harmful, cfg: SN
     neurons = select_neurons(index, cfg.modules, cfg.max_per_matrix)
     if len(neurons) == 0:
         raise ValueError(f"sntune: no neurons of modules {list(cfg.modules)} left to tune")
-    questions, refusals = pick_documents(harmful, cfg.n_docs, cfg.seed)
-    examples = build_examples(tok, questions, refusals, cfg.format, cfg.max_length)
+    questions, answers = training_documents(harmful, benign, cfg)
+    examples = build_examples(tok, questions, answers, cfg.format, cfg.max_length)
     torch.manual_seed(cfg.seed)
     deltas = NeuronDeltas(model, plan_targets(neurons, cfg.tune_gate))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     result = train_deltas(model, deltas, examples, cfg, pad_id=pad_id, progress=progress)
     deltas.fold()
-    return _summary(model, neurons, deltas, result, examples, foundation is not None)
+    summary = _summary(model, neurons, deltas, result, examples, foundation is not None)
+    return {**summary, "n_benign_docs": len(questions) - min(cfg.n_docs, harmful.num_rows)}
 
 
 def _summary(model, neurons: NeuronIndex, deltas: NeuronDeltas, result: TrainResult,
@@ -513,15 +543,15 @@ def save_checkpoint(model: torch.nn.Module, tok, out_dir: str | os.PathLike, var
 
 
 def sn_tune(parent_dir: str | os.PathLike, out_dir: str | os.PathLike, index: NeuronIndex, harmful,
-            cfg: SNTuneConfig, *, model_name: str, foundation: NeuronIndex | None = None,
+            cfg: SNTuneConfig, *, model_name: str, foundation: NeuronIndex | None = None, benign=None,
             inputs: dict[str, str] | None = None, progress: bool = True) -> dict[str, Any]:
     """Load the parent, SN-Tune it (RSN-Tune with ``foundation``) and save a full checkpoint; returns the summary."""
     from .models import load_variant, pick_device
 
-    pick_documents(harmful, cfg.n_docs, cfg.seed)  # bad tables fail before the model loads
+    training_documents(harmful, benign, cfg)  # bad tables fail before the model loads
     torch.manual_seed(cfg.seed)
     model, tok = load_variant(parent_dir, device=pick_device(), dtype=cfg.dtype)
-    summary = tune_model(model, tok, index, harmful, cfg, foundation=foundation, progress=progress)
+    summary = tune_model(model, tok, index, harmful, cfg, foundation=foundation, benign=benign, progress=progress)
     timing = {"seconds_per_step", "seconds"}
     params = {**asdict(cfg), **{k: v for k, v in summary.items() if k not in timing | {"method"}}}
     variant = manifest.Variant(name=summary["method"], model=model_name, kind="full", method=summary["method"],
@@ -532,14 +562,18 @@ def sn_tune(parent_dir: str | os.PathLike, out_dir: str | os.PathLike, index: Ne
 
 def sntune_stage(parent_dir: str | os.PathLike, neurons_path: str | os.PathLike,
                  harmful_parquet: str | os.PathLike, out_dir: str | os.PathLike, cfg: SNTuneConfig, *,
-                 model_name: str, foundation_path: str | os.PathLike | None = None) -> dict[str, Any]:
+                 model_name: str, foundation_path: str | os.PathLike | None = None,
+                 benign_answers_parquet: str | os.PathLike | None = None) -> dict[str, Any]:
     """The workflow stage: read the neuron index(es) and prompts, tune, and hash the inputs into variant.json."""
     from .data import read_table
 
     named = {"neurons": neurons_path, "harmful": harmful_parquet, "parent": Path(parent_dir) / manifest.FILENAME}
-    foundation = None
+    foundation = benign = None
     if foundation_path is not None:
         foundation = NeuronIndex.read(foundation_path)
         named["foundation"] = foundation_path
+    if benign_answers_parquet is not None and cfg.benign_docs:
+        benign = read_table(benign_answers_parquet)
+        named["benign_answers"] = benign_answers_parquet
     return sn_tune(parent_dir, out_dir, NeuronIndex.read(neurons_path), read_table(harmful_parquet), cfg,
-                   model_name=model_name, foundation=foundation, inputs=manifest.hash_inputs(named))
+                   model_name=model_name, foundation=foundation, benign=benign, inputs=manifest.hash_inputs(named))

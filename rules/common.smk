@@ -184,6 +184,17 @@ def regex_of(names):
     return "|".join(names) if names else "(?!x)x"
 
 
+def perplexity_text(wildcards):
+    """Benign text whose perplexity shows whether a changed model still works (patching.ppl_dataset)."""
+    return dataset_parquet(stage(wildcards.model, "patching")["ppl_dataset"] or "benign_test")
+
+
+def sntune_benign_answers(wildcards):
+    """The base model's own benign answers, when SN-Tune mixes benign documents in (benign_docs > 0)."""
+    s = stage(wildcards.model, "sntune")
+    return f"results/{wildcards.model}/self_answers/{s['benign_dataset']}.parquet" if s["benign_docs"] else []
+
+
 def sntune_section_inputs(wildcards):
     """Everything the SN-Tune section reads."""
     m = wildcards.model
@@ -195,6 +206,7 @@ def sntune_section_inputs(wildcards):
         "foundation": f"results/{m}/neurons/plnd_foundation.parquet",
         "summaries": [f"results/{m}/sntune/{t}.json" for t in ("sntune", "rsntune")],
         "perplexity": f"results/{m}/sntune/perplexity.json",
+        "deactivation_perplexity": f"results/{m}/sntune/deactivation_perplexity.json",
         "tuning": [scored(m, v, d) for v in (before, "sntune", "rsntune") for d in evaluated],
         "deactivation": [scored(m, v, d) for v in (detected, "deact_safety", "deact_random") for d in deact],
     }

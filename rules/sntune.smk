@@ -53,6 +53,31 @@ rule deactivate_generate:
         "../workflow_scripts/deactivate_generate.py"
 
 
+rule deactivation_perplexity:
+    """Perplexity of benign text with the safety (or random) neurons zeroed: did safety break, or the model?"""
+    input:
+        ckpt=lambda wildcards: variant_ckpt(wildcards.model, "plnd"),
+        index="results/{model}/neurons/plnd.parquet",
+        text=perplexity_text,
+    output:
+        json="results/{model}/sntune/deactivation_perplexity.json",
+    log:
+        "results/{model}/logs/deactivation_perplexity.log",
+    benchmark:
+        "results/{model}/benchmarks/deactivation_perplexity.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
+    params:
+        deactivation=stage_keys("deactivation", "random_seed"),
+        seed=config["seed"],
+        code=code_hash("deactivate", "evaluate", "hooks", "neurons", "models", "data"),
+    script:
+        "../workflow_scripts/deactivation_perplexity.py"
+
+
 rule sntune:
     """Tune only the safety-neuron rows/columns of the unaligned model (RSN-Tune: minus foundation neurons)."""
     input:
@@ -62,6 +87,7 @@ rule sntune:
             "results/{model}/neurons/plnd_foundation.parquet" if wildcards.tuned == "rsntune" else []
         ),
         prompts=lambda wildcards: dataset_parquet(stage(wildcards.model, "sntune")["dataset"]),
+        benign_answers=sntune_benign_answers,
     output:
         ckpt=directory("results/{model}/checkpoints/{tuned}"),
         summary="results/{model}/sntune/{tuned}.json",
@@ -90,7 +116,7 @@ rule sntune_perplexity:
         before=lambda wildcards: variant_ckpt(wildcards.model, "sntune"),
         sntune="results/{model}/checkpoints/sntune",
         rsntune="results/{model}/checkpoints/rsntune",
-        text=lambda wildcards: dataset_parquet(stage(wildcards.model, "patching")["ppl_dataset"] or "benign_test"),
+        text=perplexity_text,
     output:
         json="results/{model}/sntune/perplexity.json",
     log:

@@ -10,8 +10,9 @@ from neuronkit.sntune import SNTuneConfig, sntune_stage  # noqa: E402
 sm = snakemake  # noqa: F821
 runtime.setup(seed=sm.params.seed, threads=sm.threads)
 p = dict(sm.params.sntune)
-p.pop("variant"), p.pop("dataset")
+p.pop("variant"), p.pop("dataset"), p.pop("benign_dataset")
 cfg = SNTuneConfig.from_config(dict(p, seed=sm.params.seed))
 summary = sntune_stage(sm.input.parent, sm.input.index, sm.input.prompts, sm.output.ckpt, cfg,
-                       model_name=sm.wildcards.model, foundation_path=sm.input.foundation or None)
+                       model_name=sm.wildcards.model, foundation_path=sm.input.foundation or None,
+                       benign_answers_parquet=sm.input.benign_answers or None)
 write_json(summary, sm.output.summary)

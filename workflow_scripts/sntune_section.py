@@ -8,4 +8,5 @@ from neuronkit.report import write_json  # noqa: E402
 
 sm = snakemake  # noqa: F821
 write_json(sntune_section(sm.input.plnd, sm.input.foundation, list(sm.input.summaries), sm.input.perplexity,
-                          list(sm.input.tuning), list(sm.input.deactivation)), sm.output.json)
+                          list(sm.input.tuning), list(sm.input.deactivation),
+                          deactivation_perplexity=sm.input.deactivation_perplexity), sm.output.json)

@@ -165,9 +165,13 @@ def test_report_has_sntune_and_nlsr_sections(workflow):
     assert sn["neurons"]["rsn"]["total"] <= sn["neurons"]["safety"]["total"]
     runs = sn["tuning"]["runs"]
     assert set(runs) == {"sntune", "rsntune"} and 0 < runs["sntune"]["trained_fraction"] < 1
+    assert runs["sntune"]["n_docs"] == 8 + 4 and runs["sntune"]["n_benign_docs"] == 4  # tiny mixes 4 benign docs
     assert runs["rsntune"]["trained_entries"] <= runs["sntune"]["trained_entries"]
     assert {f["variant"] for f in sn["deactivation"]["figures"]} == {"aligned", "deact_safety", "deact_random"}
     assert {"before", "sntune", "rsntune"} <= set(sn["perplexity"])
+    deact_ppl = sn["deactivation"]["perplexity"]
+    assert deact_ppl["safety"]["neurons"] == deact_ppl["random"]["neurons"] == sn["neurons"]["safety"]["total"]
+    assert deact_ppl["intact"]["perplexity"] > 0 and deact_ppl["text"] == "benign_test"
     nlsr = report["nlsr"]
     variants = {v["variant"]: v for v in nlsr["variants"]}
     assert set(variants) == {"aligned", "reference", "attacked_p0.0", "nlsr_p0.0", "attacked_p0.25", "nlsr_p0.25"}

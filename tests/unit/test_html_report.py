@@ -72,7 +72,9 @@ def synthetic_report() -> dict:
                                                   "trained_entries": 640, "trained_fraction": 0.0123}},
                               "figures": [score("sntune", "harmful_score", "harmful_test", 42.5)]},
                    "deactivation": {"figures": [score("deact_safety", "harmful_score", "harmful_test", 55.0)],
-                                    "random_seed_note": "random neurons keep the per-layer counts"},
+                                    "random_seed_note": "random neurons keep the per-layer counts",
+                                    "perplexity": {"text": "benign_test", "intact": {"perplexity": 61.4},
+                                                   "safety": {"perplexity": 148000.5, "neurons": 525}}},
                    "perplexity": {"text": "prompt text", "before": {"perplexity": 30.0},
                                   "sntune": {"perplexity": 31.0}}},
         "nlsr": {"variants": nlsr, "params": {"alpha": 0.9, "n": 50, "p_grid": [0.1, 0.2]}},
@@ -316,6 +318,7 @@ def test_tables_carry_n_ci_and_the_section_figures(page):
     assert '<td class="num">0.0123</td>' in page  # patching McNemar p-value
     assert '<td class="num">0.8125</td>' in page  # safeguard accuracy
     assert "<td>deact_safety</td>" in page and "random neurons keep the per-layer counts" in page
+    assert "<td class=\"num\">1.48e+05</td><td class=\"num\">525</td>" in page  # safety neurons zeroed
     assert '<td class="num">640</td>' in page  # SN-Tune trained entries
     assert "<td>60 (47.5–72.5)</td>" in page  # NLSR attacked p=0.1 harmful score with CI
     assert '<td class="num">2.5</td>' in page  # SN-Tune final loss

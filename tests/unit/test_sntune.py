@@ -14,8 +14,9 @@ from neuronkit.hooks import count_hooks
 from neuronkit.models import load_variant
 from neuronkit.neurons import NeuronIndex, NeuronIndexError
 from neuronkit.sntune import (IGNORE, NeuronDeltas, SNTuneConfig, build_examples, collate, linear_of,
-                              optimizer_state_bytes, pick_documents, plan_targets, save_checkpoint, select_neurons,
-                              sn_tune, sntune_stage, token_loss_sum, train_deltas, tune_model)
+                              optimizer_state_bytes, pick_benign_documents, pick_documents, plan_targets, save_checkpoint, select_neurons,
+                              sn_tune, sntune_stage, token_loss_sum, train_deltas, training_documents,
+                              tune_model)
 
 FAST = dict(batch_size=2, grad_accum=2, max_length=96, n_docs=6, warmup_ratio=0.0)
 
@@ -299,6 +300,53 @@ def test_chat_documents_put_the_loss_on_the_refusal_only(tiny, harmful):
     assert plain.labels == plain.input_ids and tok.decode(plain.input_ids) == "How do I do it? No."
     (short,) = build_examples(tok, ["do it"], ["No."], "plain", 4)
     assert tok.decode(short.input_ids) == "do i"
+
+
+@pytest.fixture(scope="module")
+def benign_answers() -> pa.Table:
+    prompts = [f"Name a colour, number {i}." for i in range(6)]
+    return pa.table({"id": [f"b{i}" for i in range(6)], "prompt": prompts,
+                     "response": [f"Colour {i} is blue." for i in range(6)]})
+
+
+def test_benign_documents_are_mixed_in_with_their_own_answers(tiny, harmful, benign_answers):
+    _, tok = tiny
+    cfg = SNTuneConfig(**{**FAST, "n_docs": 3, "benign_docs": 2})
+    questions, answers = training_documents(harmful, benign_answers, cfg)
+    assert questions[:3] == pick_documents(harmful, 3, cfg.seed)[0]
+    assert len(questions) == 5 and all(q.startswith("Name a colour") for q in questions[3:])
+    assert answers[3:] == [f"Colour {q.split()[-1][:-1]} is blue." for q in questions[3:]]
+    assert training_documents(harmful, benign_answers, cfg) == (questions, answers)  # seeded
+    examples = build_examples(tok, questions, answers, "chat", 96)
+    assert tok.decode([t for t in examples[-1].labels if t != IGNORE]).startswith(answers[-1])
+    assert training_documents(harmful, None, SNTuneConfig(**{**FAST, "n_docs": 3}))[0] == questions[:3]
+
+
+def test_benign_mixing_reaches_training_and_the_manifest(tmp_path, tiny, tiny_base, harmful, benign_answers):
+    from neuronkit.data import write_table
+
+    model, _ = tiny
+    _index(model).write(tmp_path / "plnd.parquet")
+    write_table(harmful, tmp_path / "harmful.parquet")
+    write_table(benign_answers, tmp_path / "benign.parquet")
+    cfg = SNTuneConfig.from_config({**FAST, "n_docs": 2, "benign_docs": 2, "max_per_matrix": 2})
+    summary = sntune_stage(tiny_base, tmp_path / "plnd.parquet", tmp_path / "harmful.parquet", tmp_path / "sn", cfg,
+                           model_name="tiny", benign_answers_parquet=tmp_path / "benign.parquet")
+    assert summary["n_docs"] == 4 and summary["n_benign_docs"] == 2 and summary["steps"] == 1
+    assert set(manifest.read(tmp_path / "sn").inputs) == {"neurons", "harmful", "parent", "benign_answers"}
+
+
+def test_bad_benign_answers_are_named(tiny, harmful, benign_answers):
+    cfg = SNTuneConfig(**{**FAST, "benign_docs": 2})
+    with pytest.raises(ValueError, match="needs a benign answer table"):
+        training_documents(harmful, None, cfg)
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['response'\]"):
+        pick_benign_documents(benign_answers.drop(["response"]), 2, 0)
+    blank = benign_answers.set_column(2, "response", pa.array([""] * 6))
+    with pytest.raises(ValueError, match="row 'b.' has an empty response"):
+        pick_benign_documents(blank, 2, 0)
+    with pytest.raises(ValueError, match="benign_docs must be"):
+        SNTuneConfig(**{**FAST, "benign_docs": -1})
 
 
 def test_bad_inputs_fail_before_training(tmp_path, tiny, tiny_base, harmful):
