@@ -88,7 +88,8 @@ def main() -> None:
     start = time.perf_counter()
     harmful = read_table(data / f"{plnd['dataset']}.parquet").column("prompt").to_pylist()[:plnd["n_docs"]]
     benign = read_table(data / f"{plnd['foundation_dataset']}.parquet").column("prompt").to_pylist()
-    safety_scores, foundation_scores = document_scores(model, tok, harmful, base), document_scores(model, tok, benign, base)
+    safety_scores = document_scores(model, tok, harmful, base)
+    foundation_scores = document_scores(model, tok, benign, base)
     result = {"model": args.model, "machine": platform.platform(), "threads": args.threads,
               "documents": {"safety": len(harmful), "foundation": len(benign)},
               "plnd_seconds": round(time.perf_counter() - start, 1),

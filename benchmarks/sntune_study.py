@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--settings", nargs="+", type=int, help="indices into SETTINGS (default: all)")
-    ap.add_argument("--index", help="neuron index to tune (default: the workflow's results/<model>/neurons/plnd.parquet)")
+    ap.add_argument("--index", help="neuron index to tune (default: results/<model>/neurons/plnd.parquet)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "sntune_study.json"))
     args = ap.parse_args()
 

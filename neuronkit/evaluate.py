@@ -174,8 +174,8 @@ def sntune_section(plnd: str, foundation: str, summaries: Sequence[str], perplex
     tuned = {}
     for path in summaries:
         summary = json.loads(Path(path).read_text())
-        keep = ("method", "n_docs", "n_benign_docs", "trained_entries", "total_params", "trained_fraction", "optimizer_state_bytes",
-                "steps", "final_loss", "trained_rows")
+        keep = ("method", "n_docs", "n_benign_docs", "trained_entries", "total_params", "trained_fraction",
+                "optimizer_state_bytes", "steps", "final_loss", "trained_rows")
         tuned[Path(path).stem] = {k: summary[k] for k in keep if k in summary}
     return {
         "neurons": counts, "neurons_meta": safety.meta,
@@ -215,7 +215,6 @@ def nlsr_section(safety: Sequence[str], task: Sequence[str], task_data: str, rea
     return {"variants": table, "realign": selections,
             "params": {k: params[k] for k in ("alpha", "expo_mode", "n", "p_grid", "score", "keep_fraction", "mode",
                                               "rate", "epsilon", "ordering")}}
-
 
 
 def study_figures(model, tok, prompts_parquets: Sequence, gen_cfg, judge_cfg: Mapping, work_dir,

@@ -305,7 +305,7 @@ def pick_documents(table, n_docs: int, seed: int) -> tuple[list[str], list[str]]
 
 def pick_benign_documents(table, n_docs: int, seed: int) -> tuple[list[str], list[str]]:
     """Up to ``n_docs`` benign prompts with the model's own answers (seeded choice), to keep helpfulness."""
-    missing = {"prompt", "response"} - set(table.column_names)
+    missing = {"id", "prompt", "response"} - set(table.column_names)
     if missing:
         raise ValueError(f"sntune: benign answer table lacks column(s) {sorted(missing)}")
     if table.num_rows == 0:
@@ -313,21 +313,24 @@ def pick_benign_documents(table, n_docs: int, seed: int) -> tuple[list[str], lis
     rows = np.sort(np.random.default_rng(seed + 1).permutation(table.num_rows)[:n_docs])
     picked = table.take(rows)
     prompts, answers = picked.column("prompt").to_pylist(), picked.column("response").to_pylist()
-    for i, a in zip(picked.column("id").to_pylist() if "id" in table.column_names else rows.tolist(), answers):
+    for i, a in zip(picked.column("id").to_pylist(), answers):
         if not isinstance(a, str) or not a.strip():
             raise ValueError(f"sntune: benign answer row {i!r} has an empty response")
     return prompts, answers
 
 
-def training_documents(harmful, benign, cfg: "SNTuneConfig") -> tuple[list[str], list[str]]:
-    """Harmful prompts with refusals, then (if ``benign_docs``) benign prompts with the model's own answers."""
+def training_documents(harmful, benign, cfg: "SNTuneConfig") -> tuple[list[str], list[str], int]:
+    """Harmful prompts with refusals, then (if ``benign_docs``) benign prompts with the model's own answers.
+
+    Returns (questions, answers, number of benign documents at the end).
+    """
     questions, answers = pick_documents(harmful, cfg.n_docs, cfg.seed)
-    if cfg.benign_docs:
-        if benign is None:
-            raise ValueError("sntune: benign_docs > 0 needs a benign answer table (sntune.benign_dataset)")
-        more_q, more_a = pick_benign_documents(benign, cfg.benign_docs, cfg.seed)
-        questions, answers = questions + more_q, answers + more_a
-    return questions, answers
+    if not cfg.benign_docs:
+        return questions, answers, 0
+    if benign is None:
+        raise ValueError("sntune: benign_docs > 0 needs a benign answer table (sntune.benign_dataset)")
+    more_q, more_a = pick_benign_documents(benign, cfg.benign_docs, cfg.seed)
+    return questions + more_q, answers + more_a, len(more_q)
 
 
 def plain_document(question: str, refusal: str) -> str:
@@ -487,25 +490,25 @@ def tune_model(model: torch.nn.Module, tok, index: NeuronIndex, harmful, cfg: SN
     neurons = select_neurons(index, cfg.modules, cfg.max_per_matrix)
     if len(neurons) == 0:
         raise ValueError(f"sntune: no neurons of modules {list(cfg.modules)} left to tune")
-    questions, answers = training_documents(harmful, benign, cfg)
+    questions, answers, n_benign = training_documents(harmful, benign, cfg)
     examples = build_examples(tok, questions, answers, cfg.format, cfg.max_length)
     torch.manual_seed(cfg.seed)
     deltas = NeuronDeltas(model, plan_targets(neurons, cfg.tune_gate))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     result = train_deltas(model, deltas, examples, cfg, pad_id=pad_id, progress=progress)
     deltas.fold()
-    summary = _summary(model, neurons, deltas, result, examples, foundation is not None)
-    return {**summary, "n_benign_docs": len(questions) - min(cfg.n_docs, harmful.num_rows)}
+    return _summary(model, neurons, deltas, result, examples, n_benign, foundation is not None)
 
 
 def _summary(model, neurons: NeuronIndex, deltas: NeuronDeltas, result: TrainResult,
-             examples: Sequence[Example], rsn: bool) -> dict[str, Any]:
+             examples: Sequence[Example], n_benign: int, rsn: bool) -> dict[str, Any]:
     """Counts and losses of a run (timing is kept apart so manifests stay reproducible)."""
     total = sum(p.numel() for p in model.parameters())
     num_layers = model.config.num_hidden_layers
     return {
         "method": "rsntune" if rsn else "sntune",
         "n_docs": len(examples),
+        "n_benign_docs": n_benign,
         "n_loss_tokens": sum(loss_tokens(e) for e in examples),
         "neurons": {m: c for m, c in neurons.per_layer_counts().items()},
         "trained_rows": deltas.rows_per_layer(num_layers),

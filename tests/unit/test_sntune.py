@@ -14,9 +14,9 @@ from neuronkit.hooks import count_hooks
 from neuronkit.models import load_variant
 from neuronkit.neurons import NeuronIndex, NeuronIndexError
 from neuronkit.sntune import (IGNORE, NeuronDeltas, SNTuneConfig, build_examples, collate, linear_of,
-                              optimizer_state_bytes, pick_benign_documents, pick_documents, plan_targets, save_checkpoint, select_neurons,
-                              sn_tune, sntune_stage, token_loss_sum, train_deltas, training_documents,
-                              tune_model)
+                              optimizer_state_bytes, pick_benign_documents, pick_documents, plan_targets,
+                              save_checkpoint, select_neurons, sn_tune, sntune_stage, token_loss_sum, train_deltas,
+                              training_documents, tune_model)
 
 FAST = dict(batch_size=2, grad_accum=2, max_length=96, n_docs=6, warmup_ratio=0.0)
 
@@ -312,14 +312,15 @@ def benign_answers() -> pa.Table:
 def test_benign_documents_are_mixed_in_with_their_own_answers(tiny, harmful, benign_answers):
     _, tok = tiny
     cfg = SNTuneConfig(**{**FAST, "n_docs": 3, "benign_docs": 2})
-    questions, answers = training_documents(harmful, benign_answers, cfg)
+    questions, answers, n_benign = training_documents(harmful, benign_answers, cfg)
+    assert n_benign == 2
     assert questions[:3] == pick_documents(harmful, 3, cfg.seed)[0]
     assert len(questions) == 5 and all(q.startswith("Name a colour") for q in questions[3:])
     assert answers[3:] == [f"Colour {q.split()[-1][:-1]} is blue." for q in questions[3:]]
-    assert training_documents(harmful, benign_answers, cfg) == (questions, answers)  # seeded
+    assert training_documents(harmful, benign_answers, cfg) == (questions, answers, 2)  # seeded
     examples = build_examples(tok, questions, answers, "chat", 96)
     assert tok.decode([t for t in examples[-1].labels if t != IGNORE]).startswith(answers[-1])
-    assert training_documents(harmful, None, SNTuneConfig(**{**FAST, "n_docs": 3}))[0] == questions[:3]
+    assert training_documents(harmful, None, SNTuneConfig(**{**FAST, "n_docs": 3}))[::2] == (questions[:3], 0)
 
 
 def test_benign_mixing_reaches_training_and_the_manifest(tmp_path, tiny, tiny_base, harmful, benign_answers):
