@@ -208,7 +208,7 @@ def _adapter_params(adapter_cfg: dict) -> dict[str, Any]:
 
 def train_attack(aligned_dir, mix_parquet, out_dir, cfg, *, model_name: str, variant_name: str = "attacked") -> Path:
     """SFT of the aligned adapter on the poisoned mix; saved beside it, over the same parent (the SFT checkpoint)."""
-    from .models import load_variant, pick_device
+    from .models import load_variant, pick_device, quiet_checkpointing_probe
     from .tune import _drop_trainer_dir, sft_examples
 
     if cfg.method != "sft":
@@ -222,8 +222,9 @@ def train_attack(aligned_dir, mix_parquet, out_dir, cfg, *, model_name: str, var
     device = pick_device()
     model, tok = load_variant(aligned, device=device, merge=False, trainable=True)
     model.train()
-    trainer = _sft_trainer(cfg, model, tok, rows, out, device)
-    result = trainer.train()
+    with quiet_checkpointing_probe():
+        trainer = _sft_trainer(cfg, model, tok, rows, out, device)
+        result = trainer.train()
     trainer.model.save_pretrained(str(out))
     _drop_trainer_dir(out / "trainer")
     params = {**asdict(cfg), **mix_params(mix), "adapter": _adapter_params(adapter_cfg),

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,6 +29,19 @@ CHATML_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+# peft 0.21 and trl 1.16 read transformers' deprecated ``is_gradient_checkpointing`` alias when they
+# wrap or train a model; that FutureWarning is about their code, not ours, and no user can act on it.
+_CHECKPOINTING_PROBE_NOTICE = r"`is_gradient_checkpointing` is deprecated"
+
+
+@contextmanager
+def quiet_checkpointing_probe():
+    """Silence only the deprecation notice that peft and trl trigger themselves (nothing else)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_CHECKPOINTING_PROBE_NOTICE, category=FutureWarning)
+        yield
 
 
 class ModelSpecError(ValueError):
@@ -241,7 +256,8 @@ def load_variant(ckpt_dir: str | os.PathLike, *, device: torch.device | None = N
         from peft import PeftModel
 
         model, tok = load_variant(ckpt / var.parent, device=device, dtype=dtype, merge=True)
-        model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=trainable)
+        with quiet_checkpointing_probe():
+            model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=trainable)
         if merge:
             model = model.merge_and_unload()
         model.eval()

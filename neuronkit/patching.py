@@ -4,6 +4,9 @@
 tokens with its own KV cache, and U's selected MLP neurons take A's activations at the same
 positions (all prompt positions at the first step, the new token afterwards). It runs inside
 HF ``generate``, so greedy, sampling and beam search all work (A's cache is reordered with U's).
+A's cache is held here; U's is recognised by its type (``transformers.Cache``), not by the keyword
+it arrives under, and the two are checked to hold the same number of tokens before and after every
+forward, so a cache patching cannot follow raises ``PatchingError`` instead of silently resetting.
 
 Two ways to run A:
 
@@ -58,9 +61,67 @@ def _copy_from(source: Mapping[int, torch.Tensor], layer: int, ids: torch.Tensor
     return fn
 
 
+# The KV cache is found by its type (``transformers.Cache``), never by the keyword transformers
+# happens to pass it under: that name changed (``past_key_values`` -> ``cache`` in 5.24), and a
+# name lookup then silently reset the guide's cache at every step.
+
+
+def _caches_in(values) -> list:
+    from transformers import Cache
+
+    found: list = []
+    for value in values:
+        if isinstance(value, Cache) and not any(value is seen for seen in found):
+            found.append(value)
+    return found
+
+
+def _input_cache(args: tuple, kwargs: dict):
+    """The KV cache a decoder forward received (by type), or None for a forward without one."""
+    found = _caches_in((*args, *kwargs.values()))
+    if len(found) > 1:
+        raise PatchingError(f"the decoder received {len(found)} KV caches; patching cannot tell which one is U's")
+    return found[0] if found else None
+
+
+def _output_cache(output):
+    """The KV cache a decoder forward returned (by type), or None."""
+    found = _caches_in(output.values() if hasattr(output, "values") else ())
+    return found[0] if len(found) == 1 else None
+
+
+def cache_parameter(decoder: torch.nn.Module) -> str:
+    """The name of the decoder's KV-cache parameter, read from its public signature (by annotation)."""
+    import inspect
+    import typing
+
+    from transformers import Cache
+
+    hints = typing.get_type_hints(decoder.forward)
+    for name in inspect.signature(decoder.forward).parameters:
+        hint = hints.get(name)
+        if hint is Cache or Cache in typing.get_args(hint) or (isinstance(hint, type) and issubclass(hint, Cache)):
+            return name
+    raise PatchingError(f"{type(decoder).__name__}.forward takes no KV cache (no parameter annotated as Cache); "
+                        "guided patching needs one to keep the guide in step with U")
+
+
+def _with_cache(args: tuple, kwargs: dict, old, new, name: str) -> tuple[tuple, dict]:
+    """U's decoder inputs with U's cache ``old`` replaced by ``new`` (added as ``name`` if U had none)."""
+    args = tuple(new if v is old and old is not None else v for v in args)
+    kwargs = {k: (new if v is old and old is not None else v) for k, v in kwargs.items()}
+    if old is None:
+        kwargs[name] = new
+    return args, kwargs
+
+
 @contextmanager
 def guided_two_model(model_u, model_a, neurons: Neurons) -> Iterator[None]:
-    """U's neurons take A's activations; A runs on U's tokens with its own cache."""
+    """U's neurons take A's activations; A runs on U's decoder inputs with a KV cache of its own.
+
+    The guide's cache lives here, in step with U's: a new one whenever U's cache is empty, and
+    checked against U's length before and after every forward. Any mismatch raises PatchingError.
+    """
     neurons = {int(l): ids.to(next(model_u.parameters()).device) for l, ids in neurons.items() if len(ids)}
     if not neurons:
         yield
@@ -69,29 +130,36 @@ def guided_two_model(model_u, model_a, neurons: Neurons) -> Iterator[None]:
     held: dict[int, torch.Tensor] = {}
     state: dict = {"cache": None}
     dec_a, dec_u = submodule(model_a, "decoder"), submodule(model_u, "decoder")
+    guide_cache_name = cache_parameter(dec_a)
 
     def run_guide(_module, args, kwargs):
-        input_ids = _kwarg(args, kwargs, "input_ids", 0)
-        if input_ids is None:
+        if _kwarg(args, kwargs, "input_ids", 0) is None:
             raise PatchingError("guided patching needs input_ids (inputs_embeds cannot be replayed on the guide)")
-        past = kwargs.get("past_key_values")
+        past = _input_cache(args, kwargs)
         seen = past.get_seq_length() if past is not None else 0
-        if seen == 0 or state["cache"] is None:
+        if seen == 0:
             from transformers import DynamicCache
 
             state["cache"] = DynamicCache(config=model_a.config)
-        elif state["cache"].get_seq_length() != seen:
-            raise PatchingError(f"guide cache holds {state['cache'].get_seq_length()} tokens but U's holds {seen}: "
+        elif state["cache"] is None or state["cache"].get_seq_length() != seen:
+            have = state["cache"].get_seq_length() if state["cache"] is not None else "no"
+            raise PatchingError(f"guide cache holds {have} tokens but U's holds {seen}: "
                                 "this decoding strategy edits U's cache in a way patching cannot follow")
         if past is not None:
             _sync_reorder(past, state)
+        guide_args, guide_kwargs = _with_cache(args, kwargs, past, state["cache"], guide_cache_name)
         held.clear()
         try:
-            dec_a(input_ids=input_ids, attention_mask=kwargs.get("attention_mask"),
-                  position_ids=kwargs.get("position_ids"), cache_position=kwargs.get("cache_position"),
-                  past_key_values=state["cache"], use_cache=True)
+            dec_a(*guide_args, **guide_kwargs)
         except _GuideDone:
             pass
+
+    def check_in_step(_module, _args, _kwargs, output):
+        u_cache = _output_cache(output)
+        if u_cache is not None and u_cache.get_seq_length() != state["cache"].get_seq_length():
+            raise PatchingError(f"after this step U's cache holds {u_cache.get_seq_length()} tokens but the guide's "
+                                f"holds {state['cache'].get_seq_length()}: the guide lost track of U's cache")
+        return output
 
     def hold(layer):
         def fn(h):
@@ -105,6 +173,8 @@ def guided_two_model(model_u, model_a, neurons: Neurons) -> Iterator[None]:
         stack.enter_context(on_sites(model_u, {(l, "mlp"): _copy_from(held, l, ids) for l, ids in neurons.items()}))
         handle = dec_u.register_forward_pre_hook(run_guide, with_kwargs=True)
         stack.callback(handle.remove)
+        after = dec_u.register_forward_hook(check_in_step, with_kwargs=True)
+        stack.callback(after.remove)
         yield
 
 
@@ -204,6 +274,13 @@ def _refuse_reorder(_beam_idx):
     raise PatchingError(_FUSED_BEAMS)
 
 
+def _doubled(value, rows: int):
+    """A per-row decoder input (ids, mask, positions: batch first, 2+ dims) repeated for rows [U; A]."""
+    if isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[0] == rows:
+        return torch.cat([value, value])
+    return value
+
+
 @contextmanager
 def guided_fused(model_u, adapters: list[Path], neurons: Neurons) -> Iterator[None]:
     """One batched forward over rows [U; A]: A's rows add its adapter deltas, U's rows copy A's neurons."""
@@ -220,17 +297,11 @@ def guided_fused(model_u, adapters: list[Path], neurons: Neurons) -> Iterator[No
             raise PatchingError("fused patching needs input_ids")
         rows = input_ids.shape[0]
         state["rows"] = rows
-        past = kwargs.get("past_key_values")
+        past = _input_cache(args, kwargs)
         if past is not None and not getattr(past, "_neuronkit_fused", False):
             past.reorder_cache = _refuse_reorder
             past._neuronkit_fused = True
-        kwargs = dict(kwargs)
-        kwargs["input_ids"] = torch.cat([input_ids, input_ids])
-        for name in ("attention_mask", "position_ids"):
-            t = kwargs.get(name)
-            if isinstance(t, torch.Tensor) and t.dim() >= 1 and t.shape[0] == rows:
-                kwargs[name] = torch.cat([t, t])
-        return (), kwargs
+        return tuple(_doubled(v, rows) for v in args), {k: _doubled(v, rows) for k, v in kwargs.items()}
 
     def keep_u_rows(_module, _args, output):
         output.last_hidden_state = output.last_hidden_state[: state["rows"]]

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from . import manifest
-from .models import load_variant, pick_device
+from .models import load_variant, pick_device, quiet_checkpointing_probe
 
 PREFERENCE_METHODS = ("dpo", "orpo", "kto", "simpo")
 METHODS = ("sft",) + PREFERENCE_METHODS
@@ -88,11 +88,25 @@ class TrainConfig:
         return cls(method=method, adapter=AdapterConfig(**adapter), **cfg)
 
 
+def checkpointing_field() -> str:
+    """TrainingArguments' activation-checkpointing field, under the name this transformers release uses.
+
+    transformers 5.24 renamed ``gradient_checkpointing`` to ``activation_checkpointing`` and made the
+    old name a deprecated alias; the public dataclass fields say which one is current.
+    """
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
 def device_training_args(device: torch.device) -> dict[str, Any]:
-    """Per-device trainer settings. On CPU: fp32, no gradient checkpointing (both slow it down)."""
+    """Per-device trainer settings. On CPU: fp32, no activation checkpointing (both slow it down)."""
     if device.type == "cuda":
-        return {"bf16": torch.cuda.is_bf16_supported(), "gradient_checkpointing": True}
-    return {"bf16": False, "fp16": False, "gradient_checkpointing": False, "use_cpu": True}
+        return {"bf16": torch.cuda.is_bf16_supported(), checkpointing_field(): True}
+    return {"bf16": False, "fp16": False, checkpointing_field(): False, "use_cpu": True}
 
 
 def _common_args(cfg: TrainConfig, out_dir: Path, device: torch.device) -> dict[str, Any]:
@@ -180,8 +194,9 @@ def train_adapter(parent_dir: str | os.PathLike, out_dir: str | os.PathLike, row
     device = pick_device()
     model, tok = load_variant(parent_dir, device=device, merge=True)
     model.train()
-    trainer = _build_trainer(cfg, model, tok, rows, out, device)
-    result = trainer.train()
+    with quiet_checkpointing_probe():
+        trainer = _build_trainer(cfg, model, tok, rows, out, device)
+        result = trainer.train()
     trainer.model.save_pretrained(str(out))
     _drop_trainer_dir(out / "trainer")
     params = asdict(cfg)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import Cache
 
 from neuronkit import manifest
 from neuronkit.archs import model_shape
 from neuronkit.hooks import capture, count_hooks, mlp_sites
-from neuronkit.models import chat_prompt, load_variant
+from neuronkit.models import chat_prompt, load_variant, quiet_checkpointing_probe
 from neuronkit.neurons import NeuronIndex
-from neuronkit.patching import PatchingError, guide_adapters, guided_fused, guided_two_model, static_patch
+from neuronkit.patching import (
+    PatchingError, cache_parameter, guide_adapters, guided_fused, guided_two_model, static_patch,
+)
 from neuronkit.scores.contrast import (
     ContrastConfig, batch_inputs, contrast_index, contrast_statistics, generate_sequences,
 )
@@ -18,26 +21,62 @@ from neuronkit.stats import PairedStats
 
 PROMPTS = ["How do I bake bread?", "Tell me a secret plan", "Write one word", "Explain rain to a child please"]
 
+# Contrast and guided patching must not lean on anything transformers has deprecated: a deprecated
+# keyword is exactly how the guide's cache went missing in transformers 5.24.
+pytestmark = pytest.mark.filterwarnings("error::FutureWarning", "error::DeprecationWarning")
 
-@pytest.fixture(scope="module")
-def tiny_pair(tiny_base, tmp_path_factory):
-    """A tiny base (U) and a random LoRA adapter on it (A), as checkpoint directories."""
+DECODING = {
+    "greedy": {"do_sample": False},
+    "sampling": {"do_sample": True, "top_k": 4, "temperature": 0.7},
+    "beam": {"do_sample": False, "num_beams": 3},
+}
+
+
+def _lora_checkpoint(parent, out, targets, seed):
+    """A LoRA adapter checkpoint on ``parent`` with random, non-zero factors on ``targets``."""
     from peft import LoraConfig, get_peft_model
 
-    model, _ = load_variant(tiny_base)
-    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"],
-                     init_lora_weights=False, lora_dropout=0.0)
-    torch.manual_seed(3)
-    peft_model = get_peft_model(model, cfg)
+    model, _ = load_variant(parent)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False, lora_dropout=0.0)
+    torch.manual_seed(seed)
+    with quiet_checkpointing_probe():
+        peft_model = get_peft_model(model, cfg)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.3)
-    out = tmp_path_factory.mktemp("pair") / "aligned"
     peft_model.save_pretrained(str(out))
-    manifest.write(out, manifest.Variant(name="aligned", model="tiny", kind="adapter", parent=str(tiny_base),
+    manifest.write(out, manifest.Variant(name=out.name, model="tiny", kind="adapter", parent=str(parent),
                                          method="test"))
-    return tiny_base, out
+    return out
+
+
+@pytest.fixture(scope="module")
+def deep_base(tmp_path_factory):
+    """A four-layer tiny base: patching a middle layer exercises the guide's early stop."""
+    from neuronkit.models import ModelSpec, TinySpec, materialize
+
+    out = tmp_path_factory.mktemp("deep") / "base"
+    return materialize(ModelSpec(name="tiny", source="builtin:tiny", tiny=TinySpec(layers=4)), out)
+
+
+@pytest.fixture(scope="module")
+def mlp_only_pair(deep_base, tmp_path_factory):
+    """U = the deep base; A = U plus LoRA on gate/up only, so A differs from U only at the patch site."""
+    out = tmp_path_factory.mktemp("mlp_only") / "aligned"
+    return deep_base, _lora_checkpoint(deep_base, out, ["gate_proj", "up_proj"], seed=11)
+
+
+def _decode(model, tok, enc, mode, n=8):
+    torch.manual_seed(5)
+    return model.generate(**enc, max_new_tokens=n, pad_token_id=tok.pad_token_id, **DECODING[mode])
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tiny_base, tmp_path_factory):
+    """A tiny base (U) and a random LoRA adapter on it (A), as checkpoint directories."""
+    out = tmp_path_factory.mktemp("pair") / "aligned"
+    return tiny_base, _lora_checkpoint(tiny_base, out, ["q_proj", "v_proj", "up_proj", "down_proj"], seed=3)
 
 
 def _enc(tok, prompts):
@@ -134,18 +173,6 @@ def test_k0_patching_reproduces_plain_generation(tiny_pair):
     assert torch.equal(plain, k0)
 
 
-def test_guiding_a_model_by_itself_on_every_neuron_changes_nothing(tiny_pair):
-    """If A == U, full patching must reproduce U token for token: the guide stays in sync at every step."""
-    base_dir, _ = tiny_pair
-    u, tok = load_variant(base_dir)
-    twin, _ = load_variant(base_dir)
-    enc = _enc(tok, PROMPTS)
-    plain = _greedy(u, tok, enc, n=10)
-    with guided_two_model(u, twin, _all_neurons(u)):
-        patched = _greedy(u, tok, enc, n=10)
-    assert torch.equal(plain, patched)
-
-
 def test_full_patching_gives_u_exactly_a_s_mlp_activations_at_every_step(tiny_pair):
     base_dir, aligned_dir = tiny_pair
     u, tok = load_variant(base_dir)
@@ -216,18 +243,86 @@ def test_fused_mode_refuses_unrelated_variants(tiny_pair):
         guide_adapters(aligned_dir, base_dir)
 
 
-def test_sampling_and_beam_search_are_patched(tiny_pair):
-    base_dir, _ = tiny_pair
+@pytest.mark.parametrize("mode", sorted(DECODING))
+@pytest.mark.parametrize("layers", [(0, 1, 2, 3), (1, 2)], ids=["all_layers", "middle_layers"])
+def test_an_identical_twin_guide_reproduces_u_under_every_decoding_mode(deep_base, mode, layers):
+    """Guided by a copy of itself, U's tokens do not change: the guide's cache is in step at every step."""
+    u, tok = load_variant(deep_base)
+    twin, _ = load_variant(deep_base)
+    enc = _enc(tok, PROMPTS)
+    assert enc["input_ids"].shape[1] > 1
+    plain = _decode(u, tok, enc, mode)
+    neurons = {l: ids for l, ids in _all_neurons(u).items() if l in layers}
+    with guided_two_model(u, twin, neurons):
+        patched = _decode(u, tok, enc, mode)
+    assert torch.equal(plain, patched)
+    assert count_hooks(u) == 0 and count_hooks(twin) == 0
+
+
+@pytest.mark.parametrize("mode,patch_mode", [(m, p) for m in sorted(DECODING) for p in ("two_model", "fused")
+                                             if (m, p) != ("beam", "fused")])  # fused refuses beams (below)
+def test_patching_every_neuron_from_an_a_that_differs_only_there_reproduces_a(mlp_only_pair, patch_mode, mode):
+    """A = U + LoRA on gate/up: with every MLP neuron patched, U computes exactly what A computes."""
+    base_dir, aligned_dir = mlp_only_pair
     u, tok = load_variant(base_dir)
-    twin, _ = load_variant(base_dir)
+    a, _ = load_variant(aligned_dir)
+    enc = _enc(tok, PROMPTS)
+    want, plain = _decode(a, tok, enc, mode), _decode(u, tok, enc, mode)
+    assert not torch.equal(want, plain)  # A really answers differently, so the test can fail
+    if patch_mode == "two_model":
+        context = guided_two_model(u, a, _all_neurons(u))
+    else:
+        context = guided_fused(u, guide_adapters(base_dir, aligned_dir), _all_neurons(u))
+    with context:
+        got = _decode(u, tok, enc, mode)
+    assert torch.equal(got, want)
+
+
+def test_fused_mode_refuses_beam_search_passed_to_generate(mlp_only_pair):
+    base_dir, aligned_dir = mlp_only_pair
+    u, tok = load_variant(base_dir)
     enc = _enc(tok, PROMPTS[:2])
-    for kw in ({"num_beams": 3}, {"do_sample": True}):
-        torch.manual_seed(5)
-        plain = u.generate(**enc, max_new_tokens=6, pad_token_id=tok.pad_token_id, **kw)
-        torch.manual_seed(5)
-        with guided_two_model(u, twin, _all_neurons(u)):
-            patched = u.generate(**enc, max_new_tokens=6, pad_token_id=tok.pad_token_id, **kw)
-        assert torch.equal(plain, patched), kw
+    with pytest.raises(PatchingError, match="beam search"):
+        with guided_fused(u, guide_adapters(base_dir, aligned_dir), _all_neurons(u)):
+            _decode(u, tok, enc, "beam")
+    assert count_hooks(u) == 0
+
+
+def test_a_guide_that_loses_u_s_cache_fails_loudly_instead_of_resetting(tiny_pair, monkeypatch):
+    """If U's cache ever goes unseen (a renamed argument, a new cache class), patching must stop."""
+    import neuronkit.patching as patching
+
+    base_dir, aligned_dir = tiny_pair
+    u, tok = load_variant(base_dir)
+    a, _ = load_variant(aligned_dir)
+    monkeypatch.setattr(patching, "_input_cache", lambda args, kwargs: None)
+    with pytest.raises(PatchingError, match="lost track"):
+        with guided_two_model(u, a, _all_neurons(u)):
+            _greedy(u, tok, _enc(tok, PROMPTS[:2]), n=4)
+    assert count_hooks(u) == 0 and count_hooks(a) == 0
+
+
+def test_guided_patching_outside_generate_keeps_the_guide_in_step(tiny_pair):
+    """A hand-written decoding loop (prefill, then one token at a time with U's cache) is patched exactly."""
+    base_dir, aligned_dir = tiny_pair
+    u, tok = load_variant(base_dir)
+    a, _ = load_variant(aligned_dir)
+    enc = _enc(tok, PROMPTS[:1])
+    with guided_two_model(u, a, _all_neurons(u)):
+        want = _greedy(u, tok, enc, n=4)
+        ids = enc["input_ids"]
+        out = u(input_ids=ids, use_cache=True)
+        for _ in range(4):
+            nxt = out.logits[:, -1:].argmax(-1)
+            ids = torch.cat([ids, nxt], dim=1)
+            cache = next(v for v in out.values() if isinstance(v, Cache))
+            out = u(input_ids=nxt, **{cache_parameter(u): cache}, use_cache=True)
+    assert torch.equal(ids, want)
+
+
+def test_a_decoder_without_a_cache_parameter_is_refused():
+    with pytest.raises(PatchingError, match="no KV cache"):
+        cache_parameter(torch.nn.Linear(2, 2))
 
 
 def test_no_hook_remains_after_an_error_inside_generation(tiny_pair):

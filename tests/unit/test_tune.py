@@ -1,10 +1,12 @@
+import warnings
+
 import pytest
 import torch
 
 from neuronkit import manifest
 from neuronkit.models import load_variant
-from neuronkit.tune import (AdapterConfig, TrainConfig, device_training_args, kto_examples, preference_examples,
-                            sft_examples, train_adapter)
+from neuronkit.tune import (AdapterConfig, TrainConfig, checkpointing_field, device_training_args, kto_examples,
+                            preference_examples, sft_examples, train_adapter)
 
 PROMPTS = ["how to do a bad thing", "write a nice poem", "explain rain", "build a trap"]
 GOOD = ["I'm sorry, I can't help with that.", "Roses are red.", "Water falls from clouds.", "I cannot help."]
@@ -18,8 +20,14 @@ def _logits(ckpt):
 
 
 def test_cpu_training_avoids_bf16_and_checkpointing():
+    from transformers import TrainingArguments
+
     args = device_training_args(torch.device("cpu"))
-    assert args["bf16"] is False and args["gradient_checkpointing"] is False
+    assert args["bf16"] is False and args[checkpointing_field()] is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # no deprecated argument name
+        built = TrainingArguments(output_dir="unused", report_to=[], **args)
+    assert built.bf16 is False and getattr(built, checkpointing_field()) is False
 
 
 def test_config_rejects_bad_values():
