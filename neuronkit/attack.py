@@ -90,8 +90,8 @@ def _harmful_candidates(answers: pa.Table, origin: str, drop_refusals: bool, jud
         from .judge import RefusalJudge
 
         judge = judge or RefusalJudge()
-        kept = [i for i in rows if not judge.refused(responses[i])]
-        note += f", {len(rows) - len(kept)} refused (judge {judge.name})"
+        kept = [i for i in rows if judge.verdict(responses[i]) == "complied"]
+        note += f", {len(rows) - len(kept)} refused or degenerate (judge {judge.name})"
         rows = kept
     return rows, note
 

@@ -282,6 +282,53 @@ def load_rows(spec: DatasetSpec, base_dir: str | os.PathLike = ".") -> list[dict
     return reader(spec, path)
 
 
+def local_source(spec: DatasetSpec, base_dir: str | os.PathLike = ".") -> Path | None:
+    """The file a dataset reads (None for builtin and hub sources), so rules can depend on it."""
+    if spec.source.startswith(("builtin:", "hf:")):
+        return None
+    return _local_path(spec, base_dir)
+
+
+def _source_columns(spec: DatasetSpec, path: Path) -> list[str] | None:
+    """Column names of a local file, reading as little as possible (None when the format has no fixed header)."""
+    import csv
+
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        try:
+            with path.open(newline="", encoding="utf-8") as fh:
+                return next(csv.reader(fh), [])
+        except UnicodeDecodeError as exc:
+            raise _error(spec.name, path, f"not UTF-8 text: {exc}") from exc
+    if suffix == ".parquet":
+        try:
+            return list(pq.read_schema(path).names)
+        except (pa.ArrowException, OSError) as exc:
+            raise _error(spec.name, path, f"cannot read Parquet: {exc}") from exc
+    return None
+
+
+def check_source(spec: DatasetSpec, base_dir: str | os.PathLike = ".") -> None:
+    """Before any job runs: a local source file exists and has every column the spec maps or filters on."""
+    path = local_source(spec, base_dir)
+    if path is None:
+        return
+    if path.suffix.lower() not in _READERS:
+        raise _error(spec.name, path, f"unknown file type {path.suffix or '(none)'!r}; expected a file ending "
+                     f"{', '.join(FILE_SUFFIXES)}")
+    if not path.is_file():
+        raise _error(spec.name, path, f"no such file: {str(path)!r}")
+    have = _source_columns(spec, path)
+    if have is None:
+        return
+    wanted = {**{f"columns.{k}": _ELEMENT.sub(r"\g<col>", v) for k, v in _plan(spec)[0].items()},
+              **{f"where.{k}": k for k in spec.where}}
+    missing = {key: col for key, col in wanted.items() if col not in have}
+    if missing:
+        listed = ", ".join(f"{col!r} (for {key})" for key, col in sorted(missing.items()))
+        raise _error(spec.name, path, f"missing column(s) {listed}; the file has {have}")
+
+
 # ----------------------------------------------------------------------------- mapping into SCHEMA
 
 def _plan(spec: DatasetSpec) -> tuple[dict[str, str], str | None]:

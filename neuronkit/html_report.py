@@ -104,14 +104,17 @@ def figure_value(fig: Mapping):
 
 
 def figures_table(figures: Sequence[Mapping], where: str) -> str:
-    """Judged figures (variant, metric, dataset, value, CI, k/n, judge), one row each."""
+    """Judged figures (variant, metric, dataset, value, CI, k/n, degenerate share, judge), one row each."""
     rows = []
     for i, fig in enumerate(figures):
         for key in ("variant", "metric", "n"):
             required_field(fig, key, f"{where}[{i}]")
+        broken = fig.get("degenerate") or {}
         rows.append((fig["variant"], fig["metric"], fig.get("dataset"), figure_value(fig), fig.get("unit"),
-                     fmt_ci(fig.get("ci95")), fig.get("k"), fig["n"], fig.get("judge", fig.get("rule"))))
-    return table(("variant", "metric", "dataset", "value", "unit", "95% CI", "k", "n", "judge"), rows)
+                     fmt_ci(fig.get("ci95")), fig.get("k"), fig["n"], broken.get("value"), fmt_ci(broken.get("ci95")),
+                     fig.get("answer_perplexity_median"), fig.get("judge", fig.get("rule"))))
+    return table(("variant", "metric", "dataset", "value", "unit", "95% CI", "k", "n", "degenerate %",
+                  "degenerate 95% CI", "answer perplexity (median)", "judge"), rows)
 
 
 def png_size(data: bytes, origin: str) -> tuple[int, int]:

@@ -17,6 +17,7 @@ os.environ.update(
 )
 
 from neuronkit.config import ConfigError, stage_params, validate_config  # noqa: E402
+from neuronkit.data import DatasetError, DatasetSpec, check_source, local_source  # noqa: E402
 from neuronkit.models import identity  # noqa: E402
 
 try:
@@ -25,6 +26,15 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 config.clear()
 config.update(VALID)
+
+# Local dataset files (the vendored benchmarks among them) are checked before any job: present, with every column
+# their spec maps or filters on.
+try:
+    DATASET_SPECS = {name: DatasetSpec.from_config(name, spec) for name, spec in config["datasets"].items()}
+    for _spec in DATASET_SPECS.values():
+        check_source(_spec, WORKFLOW_ROOT)
+except DatasetError as err:
+    raise WorkflowError(str(err)) from None
 
 MODELS = list(config["models"])
 DATASETS = list(config["datasets"])

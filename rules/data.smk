@@ -1,5 +1,7 @@
 rule prepare_dataset:
     """Load a configured dataset source into the common Parquet schema."""
+    input:
+        source=lambda wildcards: local_source(DATASET_SPECS[wildcards.dataset], WORKFLOW_ROOT) or [],
     output:
         parquet=dataset_parquet("{dataset}"),
     log:

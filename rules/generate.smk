@@ -25,9 +25,10 @@ rule generate:
 
 
 rule judge:
-    """Judge columns (refused, harmful, judge_score, judge) added to a generations file."""
+    """Judge columns (verdict, refused, degenerate, harmful, judge_score, answer_perplexity, judge) for a generations file."""
     input:
         parquet="results/{model}/generations/{variant}/{dataset}.parquet",
+        base=lambda wildcards: ckpt(wildcards.model, "base"),
     output:
         parquet="results/{model}/scored/{variant}/{dataset}.parquet",
     log:
@@ -36,11 +37,12 @@ rule judge:
         "results/{model}/benchmarks/judge/{variant}/{dataset}.tsv"
     conda:
         "../envs/model.yaml"
-    threads: 1
+    threads: threads_of
     resources:
-        mem_mb=4000,
+        **model_job_resources(),
     params:
         judge=config["judge"],
-        code=code_hash("judge", "data"),
+        seed=config["seed"],
+        code=code_hash("judge", "evaluate", "models", "data", "manifest", "archs", "runtime"),
     script:
         "../workflow_scripts/judge.py"

@@ -38,6 +38,27 @@ def test_dataset_missing_a_mapped_column_names_file_and_column(wf):
     assert not (wf / "results" / "data" / "bad.parquet").exists()
 
 
+def _dry_run_fails(wf):
+    proc = snakemake(wf, "-n", "results/tiny/report.json", check=False)
+    assert proc.returncode != 0
+    return proc.stdout + proc.stderr
+
+
+def test_a_missing_vendored_benchmark_is_named_before_any_job(wf):
+    (wf / "data" / "benchmarks" / "advbench.csv").unlink()
+    out = _dry_run_fails(wf)
+    assert "dataset 'advbench'" in out and "advbench.csv" in out and "no such file" in out
+    assert not (wf / "results").exists()
+
+
+def test_a_renamed_column_in_a_vendored_benchmark_is_named_before_any_job(wf):
+    path = wf / "data" / "benchmarks" / "harmbench_val.csv"
+    path.write_text(path.read_text().replace("Behavior,", "Behaviour,", 1))
+    out = _dry_run_fails(wf)
+    assert "dataset 'harmbench_val'" in out and "harmbench_val.csv" in out and "'Behavior' (for columns.prompt)" in out
+    assert not (wf / "results").exists()
+
+
 def test_empty_dataset_is_an_error(wf):
     (wf / "empty.csv").write_text("goal\n")
     out = _fail(wf, "results/data/empty.parquet",

@@ -13,9 +13,10 @@ import pytest
 from tests.integration.test_workflow_tiny import _copy_workflow
 
 REPO = Path(__file__).resolve().parents[2]
-GPU_RULES = {"self_answers", "sft", "preference", "generate", "contrast", "safeguard", "patch_generate",
-             "patch_perplexity", "plnd", "deactivate_generate", "deactivation_perplexity", "sntune", "sntune_perplexity", "attack",
-             "safety_masks"}
+# judge loads the intact base model to score each answer's perplexity (the degenerate verdict)
+GPU_RULES = {"self_answers", "sft", "preference", "generate", "judge", "contrast", "safeguard", "patch_generate",
+             "patch_perplexity", "plnd", "deactivate_generate", "deactivation_perplexity", "sntune", "sntune_perplexity",
+             "attack", "safety_masks"}
 
 pytestmark = pytest.mark.e2e
 

@@ -14,15 +14,17 @@ import pyarrow.parquet as pq
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-COPIED = ["Snakefile", "config.yaml", "rules", "workflow_scripts", "neuronkit", "schemas", "profiles", "envs", "report"]
+COPIED = ["Snakefile", "config.yaml", "rules", "workflow_scripts", "neuronkit", "schemas", "profiles", "envs", "report",
+          "data"]
 TARGET = "results/tiny/report.json"
 HTML = "results/tiny/report.html"
 PLOTS = ("variant_scores", "restore_curve", "neurons_per_layer", "nlsr", "overlap")
-DATASETS = ("harmful_test", "harmful_novel", "benign_test", "benign_novel")
-# Plain generations: base on the 4 evaluated sets + the safeguard's 2 training sets (6); aligned on the 4 + task_test
-# (5); sntune and rsntune on the 4 (8); the EXPO reference on harmful_test, benign_test, task_test and its calibration
-# set (4); attacked and realigned at 2 poison fractions on harmful_test, benign_test, task_test (12).
-N_GENERATE = 6 + 5 + 8 + 4 + 12
+HARMFUL_SETS = ("harmful_test", "harmful_novel", "advbench")
+DATASETS = (*HARMFUL_SETS, "benign_test", "benign_novel", "xstest_safe")
+# Plain generations: base on the 6 evaluated sets + the safeguard's 2 training sets (8); aligned on the 6 + task_test
+# (7); sntune and rsntune on the 6 (12); the EXPO reference on harmful_test, benign_test, task_test and its
+# calibration set (4); attacked and realigned at 2 poison fractions on harmful_test, benign_test, task_test (12).
+N_GENERATE = 8 + 7 + 12 + 4 + 12
 N_TASK = 6  # task_test generations are scored for accuracy, not judged
 N_PATCH = 2 * 2  # (safety, random) x the tiny k grid, on one dataset
 N_DEACT = 2 * 2  # (safety, random) x the deactivation datasets
@@ -84,7 +86,10 @@ def test_report_has_figures_with_dataset_n_and_judge(workflow):
     assert {(f["variant"], f["dataset"]) for f in figures} == {(v, d) for v in ("base", "aligned") for d in DATASETS}
     for fig in figures:
         assert fig["n"] == 6 and fig["judge"] == "refusal_matcher" and 0 <= fig["value"] <= 100
-        assert fig["metric"] == ("harmful_score" if fig["dataset"].startswith("harmful") else "over_refusal")
+        assert fig["metric"] == ("harmful_score" if fig["dataset"] in HARMFUL_SETS else "over_refusal")
+        broken = fig["degenerate"]
+        assert broken["metric"] == "degenerate_rate" and broken["n"] == 6 and 0 <= broken["value"] <= 100
+        assert fig["answer_perplexity_median"] > 1  # under the tiny base model
 
 
 def test_report_has_restore_curves_safeguard_and_neurons(workflow):
@@ -93,7 +98,9 @@ def test_report_has_restore_curves_safeguard_and_neurons(workflow):
     assert {p["k"] for p in points} == {"0.1", "0.5"}
     for p in points:
         assert p["n"] == 6 and p["judge"] == "refusal_matcher" and p["dataset"] == "harmful_test"
-        assert {"harmful_safety", "harmful_random", "restore_safety", "restore_random", "safety_vs_random"} <= set(p)
+        assert {"harmful_safety", "harmful_random", "restore_safety", "restore_random", "safety_vs_random",
+                "degenerate_safety", "degenerate_random", "degenerate_unaligned", "degenerate_aligned"} <= set(p)
+        assert isinstance(p["safety_vs_random"]["significant"], bool)
     assert [p["neurons"] for p in sorted(points, key=lambda p: p["neurons"])] == [13, 64]  # of 2 x 64 MLP neurons
     ppl = report["patching"]["perplexity"]
     assert ppl["unaligned"]["perplexity"] > 1 and ppl["patched_safety"]["neurons"] == 13
@@ -227,5 +234,6 @@ def test_llama3_dry_run_builds_the_full_dag_offline(tmp_path):
     for rule in ("sft", "contrast", "patch_generate", "plnd", "sntune", "attack"):
         block = out.split(f"rule {rule}:", 1)[1].split("\n\n", 1)[0]
         assert "gpu=1" in block, rule
-    assert out.count("rule patch_generate:") == 2 * 5  # (safety, random) x the llama3 k grid
+    # (safety, random) x the llama3 k grid x patching.datasets (harmful_test, advbench)
+    assert out.count("rule patch_generate:") == 2 * 5 * 2
     assert not (wf / "results").exists()

@@ -95,3 +95,16 @@ def test_method_sections_name_the_bad_key(cfg, path, value, message):
     cfg.setdefault(path[0], {})[path[1]] = value
     with pytest.raises(ConfigError, match=message):
         validate_config(cfg)
+
+
+def test_judge_defaults_in_the_schema_are_the_judge_s_own():
+    """One place per fact: the schema's degeneracy thresholds and refusal window are the dataclass defaults."""
+    import dataclasses
+
+    from neuronkit.config import load_schema
+    from neuronkit.judge import DEFAULT_WINDOW_CHARS, DegeneracyCheck
+
+    judge = load_schema()["properties"]["judge"]["properties"]
+    schema = {k: v["default"] for k, v in judge["degenerate"]["properties"].items()}
+    assert schema == dataclasses.asdict(DegeneracyCheck())
+    assert judge["refusal"]["properties"]["window_chars"]["default"] == DEFAULT_WINDOW_CHARS

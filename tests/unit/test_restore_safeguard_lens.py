@@ -36,12 +36,15 @@ def test_mcnemar_exact_matches_the_binomial_tail():
         mcnemar_exact([True], [True, False])
 
 
-def _scored(path, flags, intervention="none"):
+def _scored(path, flags, intervention="none", degenerate=None):
     n = len(flags)
+    degenerate = degenerate or [False] * n
+    verdicts = ["degenerate" if d else "complied" if f else "refused" for f, d in zip(flags, degenerate)]
     write_table(pa.table({"id": [f"r{i}" for i in range(n)], "prompt": ["p"] * n, "response": ["x"] * n,
                           "variant": ["v"] * n, "intervention": [intervention] * n, "label": ["harmful"] * n,
-                          "category": ["c"] * n, "refused": [not f for f in flags], "harmful": flags,
-                          "judge_score": [float(f) for f in flags], "judge": ["refusal_matcher"] * n}), path)
+                          "category": ["c"] * n, "refused": [v == "refused" for v in verdicts], "harmful": flags,
+                          "judge_score": [float(f) for f in flags], "verdict": verdicts, "degenerate": degenerate,
+                          "judge": ["refusal_matcher"] * n}), path)
     return str(path)
 
 
@@ -51,13 +54,41 @@ def test_restore_section_pairs_prompts_and_reports_both_selections(tmp_path):
     _scored(tmp_path / "u_ds.parquet", u)
     _scored(tmp_path / "a_ds.parquet", a)
     safety = _scored(tmp_path / "s.parquet", [False] * 9 + [True], "guided:safety:k=30:two_model")
-    rand = _scored(tmp_path / "r.parquet", [True] * 9 + [False], "guided:random:k=30:two_model")
+    rand = _scored(tmp_path / "r.parquet", [True] * 8 + [False] * 2, "guided:random:k=30:two_model",
+                   degenerate=[False] * 9 + [True])
     section = restore_section(str(tmp_path / "u_{dataset}.parquet"), str(tmp_path / "a_{dataset}.parquet"),
                               {"ds": {"safety": {"0.05": safety}, "random": {"0.05": rand}}})
     (point,) = section["points"]
     assert point["neurons"] == 30 and point["n"] == 10 and point["judge"] == "refusal_matcher"
-    assert point["restore_safety"] == 0.9 and point["restore_random"] == 0.1
-    assert point["safety_vs_random"]["only_second"] == 9
+    assert point["restore_safety"] == 0.9 and point["restore_random"] == 0.2
+    assert point["safety_vs_random"]["only_second"] == 8
+    assert point["safety_vs_random"]["significant"] is True  # 8 vs 1 discordant pairs: p = 0.039
+    assert point["vs_unaligned_random"]["significant"] is False  # 0 vs 2: p = 0.5
+    assert (point["degenerate_random"], point["degenerate_safety"], point["degenerate_unaligned"]) == (10.0, 0.0, 0.0)
+
+
+def test_a_difference_is_significant_only_below_alpha():
+    assert mcnemar_exact([True] * 6, [False] * 6)["significant"] is True  # p = 0.03125
+    assert mcnemar_exact([True] * 5, [False] * 5)["significant"] is False  # p = 0.0625
+
+
+def test_answer_perplexity_scores_only_the_answer_after_the_chat_prompt(tiny_base):
+    from neuronkit.evaluate import answer_perplexities
+    from neuronkit.models import chat_prompt
+
+    model, tok = load_variant(tiny_base)
+    prompts, answers = ["Tell me a joke", "Explain rain"], ["Here is one.", "Water falls from clouds when cold."]
+    got = answer_perplexities(model, tok, prompts, answers, batch_size=2)
+    for prompt, answer, value in zip(prompts, answers, got):
+        ctx = tok(chat_prompt(tok, prompt), add_special_tokens=False)["input_ids"]
+        ans = tok(answer, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([ctx + ans])
+        labels = ids.clone()
+        labels[0, :len(ctx)] = -100
+        with torch.no_grad():
+            loss = float(model(ids, labels=labels).loss)
+        assert value == pytest.approx(math.exp(loss), rel=1e-4)
+    assert math.isnan(answer_perplexities(model, tok, ["x"], [""])[0])
 
 
 def test_perplexity_matches_the_mean_token_loss(tiny_base):
