@@ -43,10 +43,12 @@ SCHEMA = pa.schema([
 LABELS = ("harmful", "benign", "task")
 COMPRESSION = "zstd"
 FILE_SUFFIXES = (".csv", ".json", ".jsonl", ".parquet")
-# builtin source -> ("module:function", automatic label)
+# builtin source -> ("module:function", automatic label; None: each row carries its own label)
 BUILTINS = {
     "builtin:harmful": ("neuronkit.builtin_data:harmful_requests", "harmful"),
     "builtin:benign": ("neuronkit.builtin_data:benign_instructions", "benign"),
+    "builtin:borderline": ("neuronkit.builtin_data:borderline_benign", "benign"),
+    "builtin:contrast": ("neuronkit.builtin_data:borderline_contrasts", None),
     "builtin:sentiment": ("neuronkit.task:sentiment_rows", "task"),
 }
 TEXT_COLUMNS = ("response", "chosen", "rejected", "category")
@@ -276,7 +278,7 @@ def load_rows(spec: DatasetSpec, base_dir: str | os.PathLike = ".") -> list[dict
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise _error(spec.name, path, f"unknown file type {path.suffix or '(none)'!r} of {str(path)!r}; expected "
-                     f"builtin:harmful, builtin:benign, builtin:sentiment, hf:<hub id>, or a file ending {', '.join(FILE_SUFFIXES)}")
+                     f"{', '.join(sorted(BUILTINS))}, hf:<hub id>, or a file ending {', '.join(FILE_SUFFIXES)}")
     if not path.is_file():
         raise _error(spec.name, path, f"no such file: {str(path)!r}")
     return reader(spec, path)
@@ -337,7 +339,8 @@ def _plan(spec: DatasetSpec) -> tuple[dict[str, str], str | None]:
     builtin = BUILTINS.get(spec.source)
     if builtin:
         gold = {"response": "response"} if builtin[1] == "task" else {}  # the task's gold answer
-        columns = {"id": "id", "category": "category", **gold, **columns}
+        own_label = {"label": "label"} if builtin[1] is None and label is None else {}
+        columns = {"id": "id", "category": "category", **gold, **own_label, **columns}
         if label is None and "label" not in columns:
             label = builtin[1]
     return columns, label

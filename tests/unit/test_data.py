@@ -422,3 +422,13 @@ def test_real_builtin_sets_load_into_the_schema():
     assert len(set(harmful.column("category").to_pylist())) >= 10
     assert benign.num_rows >= 200 and set(benign.column("label").to_pylist()) == {"benign"}
     assert harmful.schema.equals(SCHEMA)
+
+
+def test_borderline_and_contrast_builtins_load_with_their_labels():
+    from neuronkit.data import DatasetSpec, load_dataset
+
+    border = load_dataset(DatasetSpec.from_config("b", {"source": "builtin:borderline", "split": "test", "n": 14}))
+    assert set(border.column("label").to_pylist()) == {"benign"} and border.num_rows == 14
+    assert len(set(border.column("category").to_pylist())) == 7  # a prefix covers every category
+    pairs = load_dataset(DatasetSpec.from_config("c", {"source": "builtin:contrast", "split": "train", "n": 4}))
+    assert pairs.column("label").to_pylist() == ["benign", "harmful", "benign", "harmful"]
