@@ -59,8 +59,10 @@ def _median(values: Sequence[float | None]) -> float | None:
     return round(finite[mid] if len(finite) % 2 else (finite[mid - 1] + finite[mid]) / 2, 4)
 
 
-def evaluation_section(scored_paths: Sequence[str], labels: Mapping[str, str]) -> dict:
-    """The report's evaluation section: one figure per (variant, dataset), plus a per-variant summary."""
+def evaluation_section(scored_paths: Sequence[str], labels: Mapping[str, str],
+                       perplexity_paths: Sequence[str] = ()) -> dict:
+    """The report's evaluation section: one figure per (variant, dataset), plus a per-variant scorecard (harmful
+    score, over-refusal and degenerate rate per dataset, and the perplexity of held-out benign text)."""
     from .data import read_table
 
     figures = []
@@ -69,8 +71,13 @@ def evaluation_section(scored_paths: Sequence[str], labels: Mapping[str, str]) -
         figures.append(score_table(read_table(path), dataset, labels[dataset]))
     summary: dict[str, dict] = {}
     for fig in figures:
-        summary.setdefault(fig["variant"], {}).setdefault(fig["metric"], {})[fig["dataset"]] = fig["value"]
-    return {"figures": figures, "summary": summary}
+        card = summary.setdefault(fig["variant"], {})
+        card.setdefault(fig["metric"], {})[fig["dataset"]] = fig["value"]
+        card.setdefault("degenerate_rate", {})[fig["dataset"]] = fig["degenerate"]["value"]
+    perplexities = read_perplexities(perplexity_paths)
+    for variant, ppl in perplexities.items():
+        summary.setdefault(variant, {})["perplexity"] = ppl["perplexity"]
+    return {"figures": figures, "summary": summary, "perplexity": perplexities}
 
 
 def restore_ratio(f_patched: float, f_unaligned: float, f_aligned: float) -> float | None:
@@ -108,11 +115,13 @@ def _neuron_count(table) -> int:
     return int(fields["k"])
 
 
-def restore_section(unaligned: str, aligned: str, patched: Mapping[str, Mapping[str, Mapping[str, str]]]) -> dict:
+def restore_section(unaligned: str, aligned: str, patched: Mapping[str, Mapping[str, Mapping[str, str]]],
+                    perplexity: Mapping | None = None) -> dict:
     """R(k) for safety and random neurons per dataset, with paired tests across prompts.
 
     ``patched[dataset][selection][k] = scored parquet``; ``unaligned``/``aligned`` are path templates
-    with ``{dataset}``.
+    with ``{dataset}``. With ``perplexity`` (``patching.perplexity_file``'s output) every point also carries the
+    benign-text perplexity of U, A and U patched at that k.
     """
     from .data import read_table
 
@@ -139,6 +148,11 @@ def restore_section(unaligned: str, aligned: str, patched: Mapping[str, Mapping[
                 point[f"degenerate_{selection}"] = _percent(tab, "degenerate", ids)
                 point[f"restore_{selection}"] = restore_ratio(f_p, f_u, f_a)
                 point[f"vs_unaligned_{selection}"] = mcnemar_exact(flags[selection], [u_flags[i] for i in ids])
+                if perplexity and f"{selection}_k{label}" in perplexity:
+                    point[f"perplexity_{selection}"] = perplexity[f"{selection}_k{label}"]["perplexity"]
+            if perplexity:
+                point.update(perplexity_unaligned=perplexity["unaligned"]["perplexity"],
+                             perplexity_aligned=perplexity["aligned"]["perplexity"])
             if "safety" in flags and "random" in flags:
                 point["safety_vs_random"] = mcnemar_exact(flags["safety"], flags["random"])
             curves.append(point)
@@ -153,6 +167,35 @@ def perplexity(model, tok, texts: Sequence[str], contexts: Sequence[str] | None 
     rows = token_nlls(model, tok, texts, contexts, batch_size)
     total_nll, total_tokens = sum(r[0] for r in rows), sum(r[1] for r in rows)
     return {"perplexity": round(math.exp(total_nll / max(total_tokens, 1)), 4), "tokens": total_tokens, "texts": len(texts)}
+
+
+def perplexity_texts(table) -> tuple[list[str], list[str] | None, str]:
+    """(texts, contexts, what is scored) of a held-out benign table: its answers after their prompts when every row
+    has one, else the prompt text."""
+    responses = table.column("response").to_pylist() if "response" in table.column_names else []
+    if responses and all(responses):
+        return responses, table.column("prompt").to_pylist(), "response given the prompt"
+    return table.column("prompt").to_pylist(), None, "prompt text"
+
+
+def variant_perplexity_file(ckpt_dir, text_parquet, out_json, *, variant: str, dataset: str) -> dict:
+    """Perplexity of held-out benign text under one checkpoint variant (does the changed model still work?)."""
+    from .data import read_table
+    from .models import load_variant
+    from .report import write_json
+
+    texts, contexts, scored = perplexity_texts(read_table(text_parquet))
+    model, tok = load_variant(ckpt_dir)
+    out = {"variant": variant, "dataset": dataset, "text": scored, **perplexity(model, tok, texts, contexts)}
+    write_json(out, out_json)
+    return out
+
+
+def read_perplexities(paths: Sequence[str]) -> dict[str, dict]:
+    """Variant perplexity files by variant name (the file stem)."""
+    import json
+
+    return {Path(p).stem: json.loads(Path(p).read_text()) for p in paths}
 
 
 def answer_perplexities(model, tok, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 8) -> list[float]:
@@ -206,10 +249,13 @@ def score_scored_file(path: str) -> dict:
     return score_table(table, Path(path).stem, labels.pop())
 
 
-def sntune_section(plnd: str, foundation: str, summaries: Sequence[str], perplexity_json: str,
+def sntune_section(plnd: str, foundation: str, summaries: Sequence[str], perplexities: Mapping[str, str],
                    tuning: Sequence[str], deactivation: Sequence[str], *,
                    deactivation_perplexity: str | None = None) -> dict:
-    """PLND neuron counts, the deactivation table, and SN-Tune / RSN-Tune before and after."""
+    """PLND neuron counts, the deactivation table, and SN-Tune / RSN-Tune before and after.
+
+    ``perplexities`` maps ``before``, ``sntune`` and ``rsntune`` to their variant perplexity files.
+    """
     import json
 
     from .neurons import NeuronIndex
@@ -231,13 +277,26 @@ def sntune_section(plnd: str, foundation: str, summaries: Sequence[str], perplex
                          "random_seed_note": "random neurons keep the safety set's per-layer, per-module counts",
                          **({"perplexity": json.loads(Path(deactivation_perplexity).read_text())}
                             if deactivation_perplexity else {})},
-        "perplexity": json.loads(Path(perplexity_json).read_text()),
+        "perplexity": _perplexity_table(perplexities),
     }
 
 
+def _perplexity_table(perplexities: Mapping[str, str]) -> dict:
+    """``{text, dataset, <name>: {perplexity, tokens, texts, variant}}`` from named variant perplexity files."""
+    import json
+
+    out: dict = {}
+    for name, path in perplexities.items():
+        row = json.loads(Path(path).read_text())
+        out.update(text=row["text"], dataset=row["dataset"])
+        out[name] = {k: row[k] for k in ("perplexity", "tokens", "texts", "variant")}
+    return out
+
+
 def nlsr_section(safety: Sequence[str], task: Sequence[str], task_data: str, realigned: Sequence[str],
-                 params: Mapping) -> dict:
-    """Harmful score, over-refusal and task accuracy for aligned, reference, attacked(p) and realigned(p)."""
+                 params: Mapping, perplexity_paths: Sequence[str] = ()) -> dict:
+    """Harmful score, over-refusal, task accuracy and benign-text perplexity for aligned, reference, attacked(p) and
+    realigned(p)."""
     import json
 
     from .data import read_table
@@ -251,38 +310,52 @@ def nlsr_section(safety: Sequence[str], task: Sequence[str], task_data: str, rea
     for path in task:
         variant = Path(path).parent.name
         rows.setdefault(variant, {})["task_accuracy"] = score_generations(read_table(path), gold, origin=path)
+    perplexities = read_perplexities(perplexity_paths)
     table = []
     for variant, figures in rows.items():
         kind, _, p = variant.partition("_p")
-        table.append({"variant": variant, "kind": kind, "p": float(p) if p else None, "figures": figures})
+        row = {"variant": variant, "kind": kind, "p": float(p) if p else None, "figures": figures}
+        if variant in perplexities:
+            row["perplexity"] = perplexities[variant]["perplexity"]
+        table.append(row)
     selections = {}
     for ckpt in realigned:
         summary = json.loads((Path(ckpt) / "realign.json").read_text())
         selections[Path(ckpt).name] = {k: summary[k] for k in summary if k != "modules"}
-    return {"variants": table, "realign": selections,
+    return {"variants": table, "realign": selections, "perplexity": perplexities,
             "params": {k: params[k] for k in ("alpha", "expo_mode", "n", "p_grid", "score", "keep_fraction", "mode",
                                               "rate", "epsilon", "ordering")}}
 
 
-def study_figures(model, tok, prompts_parquets: Sequence, gen_cfg, judge_cfg: Mapping, work_dir,
-                  n_examples: int = 2) -> dict:
+def study_scores(model, tok, prompts_parquets: Sequence, gen_cfg, judge_cfg: Mapping, work_dir,
+                 base_ckpt=None) -> tuple[dict[str, dict], dict[str, list[str]]]:
     """Answer prepared datasets, judge and score them exactly as the workflow does (for studies of in-memory models).
 
-    Returns ``{metric: value}`` per dataset (harmful_score / over_refusal) and its first answers as
-    ``examples:<dataset>``.
+    Returns ``({dataset: figure}, {dataset: answers})``; a figure is ``score_table``'s (value, n, 95% interval and
+    the degenerate rate). With ``base_ckpt`` answers are also judged by their perplexity under the base, as the
+    judge rule does.
     """
     from .data import read_table
     from .generate import generate_responses, write_generations
     from .judge import judge_file
 
-    out = {}
+    figures, answers = {}, {}
     for path in prompts_parquets:
         table, name = read_table(path), Path(path).stem
         raw, judged = Path(work_dir) / f"{name}.gen.parquet", Path(work_dir) / f"{name}.parquet"
         responses = generate_responses(model, tok, table.column("prompt").to_pylist(), gen_cfg, desc=name)
         write_generations(table, responses, raw, variant="study", intervention="study")
-        judge_file(raw, judged, judge_cfg)
-        fig = score_scored_file(str(judged))
+        judge_file(raw, judged, judge_cfg, base_ckpt=base_ckpt)
+        figures[name], answers[name] = score_scored_file(str(judged)), responses
+    return figures, answers
+
+
+def study_figures(model, tok, prompts_parquets: Sequence, gen_cfg, judge_cfg: Mapping, work_dir,
+                  n_examples: int = 2) -> dict:
+    """``study_scores`` flattened: ``{metric:dataset: value}`` and the first answers as ``examples:<dataset>``."""
+    figures, answers = study_scores(model, tok, prompts_parquets, gen_cfg, judge_cfg, work_dir)
+    out = {}
+    for name, fig in figures.items():
         out[f"{fig['metric']}:{name}"] = fig["value"]
-        out[f"examples:{name}"] = responses[:n_examples]
+        out[f"examples:{name}"] = answers[name][:n_examples]
     return out

@@ -219,13 +219,16 @@ def variants_html(variants: Mapping) -> str:
 
 
 def evaluation_html(section: Mapping) -> str:
-    """Harmful score and over-refusal per variant and dataset, with n and CI."""
-    return figures_table(required_field(section, "figures", "report['evaluation']"), "report['evaluation'].figures")
+    """Harmful score and over-refusal per variant and dataset, with n and CI; the variants' benign-text perplexity."""
+    return (figures_table(required_field(section, "figures", "report['evaluation']"), "report['evaluation'].figures")
+            + perplexity_html(section.get("perplexity")))
 
 
 PATCHING_COLUMNS = {"dataset": "dataset", "k": "k", "neurons": "neurons", "n": "n", "judge": "judge",
                     "harmful_unaligned": "F(U)", "harmful_aligned": "F(A)", "harmful_safety": "F(safety)",
-                    "harmful_random": "F(random)", "restore_safety": "R safety", "restore_random": "R random"}
+                    "harmful_random": "F(random)", "restore_safety": "R safety", "restore_random": "R random",
+                    "degenerate_safety": "degenerate % (safety)", "degenerate_random": "degenerate % (random)",
+                    "perplexity_safety": "perplexity (safety)", "perplexity_random": "perplexity (random)"}
 
 
 def patching_html(section: Mapping) -> str:
@@ -303,12 +306,12 @@ def nlsr_html(section: Mapping) -> str:
     variants = required_field(section, "variants", "report['nlsr']")
     keys = list(dict.fromkeys(k for v in variants for k in (v.get("figures") or {})))
     rows = [[v.get("variant"), v.get("kind"), v.get("p")]
-            + [nlsr_cell((v.get("figures") or {}).get(k)) for k in keys] for v in variants]
+            + [nlsr_cell((v.get("figures") or {}).get(k)) for k in keys] + [v.get("perplexity")] for v in variants]
     figures = [f for v in variants for f in (v.get("figures") or {}).values()]
     note = (f"Cells: value (95% CI), in %. n = {distinct(figures, 'n')}; judge: {distinct(figures, 'judge')}; "
             f"task rule: {distinct(figures, 'rule')}.")
     params = section.get("params") or {}
-    return (f'<p class="note">{esc(note)}</p>\n' + table(["variant", "kind", "p"] + keys, rows)
+    return (f'<p class="note">{esc(note)}</p>\n' + table(["variant", "kind", "p"] + keys + ["perplexity"], rows)
             + ("<h3>Settings</h3>\n" + key_value_table(params) if params else ""))
 
 

@@ -419,30 +419,30 @@ def patch_generate_file(u_ckpt, a_ckpt, index_path, prompts_parquet, out_parquet
     return {"neurons": len(chosen), "per_layer": chosen.per_layer_counts().get("mlp", [])}
 
 
-def perplexity_file(u_ckpt, a_ckpt, index_path, text_parquet, *, k: int | float, mode: str = "two_model",
+def perplexity_file(u_ckpt, a_ckpt, index_path, text_parquet, *, ks, mode: str = "two_model",
                     seed: int = 0, batch_size: int = 8) -> dict:
-    """Perplexity of held-out benign text for U, A, and U with safety or random neurons guided by A."""
+    """Perplexity of held-out benign text for U, A, and U with safety or random neurons guided by A, at every k.
+
+    ``ks`` maps each k's label (as in the patched variants' names) to its count or fraction; entries are keyed
+    ``safety_k<label>`` and ``random_k<label>``.
+    """
     from .data import read_table
-    from .evaluate import perplexity
+    from .evaluate import perplexity, perplexity_texts
     from .models import load_variant
     from .neurons import NeuronIndex
 
-    table = read_table(text_parquet)
-    responses = table.column("response").to_pylist() if "response" in table.column_names else []
-    if responses and all(responses):
-        texts, contexts, scored = responses, table.column("prompt").to_pylist(), "response given the prompt"
-    else:
-        texts, contexts, scored = table.column("prompt").to_pylist(), None, "prompt text"
+    texts, contexts, scored = perplexity_texts(read_table(text_parquet))
     model_u, tok = load_variant(u_ckpt)
     model_a, _ = load_variant(a_ckpt)
     index = NeuronIndex.read(index_path)
     index.check_fits(model_u.config, origin=str(index_path))
     out = {"text": scored, "unaligned": perplexity(model_u, tok, texts, contexts, batch_size),
            "aligned": perplexity(model_a, tok, texts, contexts, batch_size)}
-    for selection in ("safety", "random"):
-        chosen = select_neurons(index, k, selection, seed)
-        with patched(model_u, chosen.by_layer("mlp"), value="guided", mode=mode, a_ckpt=a_ckpt, u_ckpt=u_ckpt,
-                     model_a=model_a):
-            out[f"patched_{selection}"] = dict(perplexity(model_u, tok, texts, contexts, batch_size),
-                                               neurons=len(chosen))
+    for label, k in ks.items():
+        for selection in ("safety", "random"):
+            chosen = select_neurons(index, k, selection, seed)
+            with patched(model_u, chosen.by_layer("mlp"), value="guided", mode=mode, a_ckpt=a_ckpt, u_ckpt=u_ckpt,
+                         model_a=model_a):
+                out[f"{selection}_k{label}"] = dict(perplexity(model_u, tok, texts, contexts, batch_size),
+                                                    neurons=len(chosen))
     return out

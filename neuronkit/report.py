@@ -27,8 +27,9 @@ def build_report(model: str, sections: Mapping[str, str | os.PathLike], variant_
 
 
 def write_json(obj: dict, path: str | os.PathLike) -> None:
-    """Stable, atomic JSON output."""
+    """Stable, atomic JSON output (the folder is made when missing)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)

@@ -291,7 +291,7 @@ class Example:
 
 def pick_documents(table, n_docs: int, seed: int) -> tuple[list[str], list[str]]:
     """Up to ``n_docs`` harmful prompts (seeded choice, table order kept) and the project's refusal for each."""
-    from .tune import refusals_for
+    from .alignment_data import refusals_for
 
     missing = {"id", "prompt", "category"} - set(table.column_names)
     if missing:
@@ -300,7 +300,7 @@ def pick_documents(table, n_docs: int, seed: int) -> tuple[list[str], list[str]]
         raise ValueError("sntune: the harmful prompt table is empty")
     rows = np.sort(np.random.default_rng(seed).permutation(table.num_rows)[:n_docs])
     picked = table.take(rows)
-    return picked.column("prompt").to_pylist(), refusals_for(picked)
+    return picked.column("prompt").to_pylist(), refusals_for(picked.to_pylist())
 
 
 def pick_benign_documents(table, n_docs: int, seed: int) -> tuple[list[str], list[str]]:

@@ -186,7 +186,8 @@ def _build_trainer(cfg: TrainConfig, model, tok, rows: list[dict], out_dir: Path
 
 
 def train_adapter(parent_dir: str | os.PathLike, out_dir: str | os.PathLike, rows: list[dict], cfg: TrainConfig,
-                  *, model_name: str, variant_name: str, inputs: dict[str, str] | None = None) -> Path:
+                  *, model_name: str, variant_name: str, inputs: dict[str, str] | None = None,
+                  data: dict[str, int] | None = None) -> Path:
     """Train one adapter stage on ``rows`` over the parent checkpoint and save it with its manifest."""
     if not rows:
         raise ValueError(f"{variant_name}: no training rows")
@@ -202,6 +203,8 @@ def train_adapter(parent_dir: str | os.PathLike, out_dir: str | os.PathLike, row
     params = asdict(cfg)
     params["train_loss"] = float(result.training_loss)
     params["n_rows"] = len(rows)
+    if data:
+        params["data"] = data
     manifest.write(out, manifest.Variant(
         name=variant_name, model=model_name, kind="adapter", parent=os.path.relpath(parent_dir, out),
         method=cfg.method, params=params, inputs=inputs or {},
@@ -219,48 +222,37 @@ def _drop_trainer_dir(path: Path) -> None:
 # ----------------------------------------------------------------------------- workflow stages
 
 
-def refusals_for(table, category: str | None = None) -> list[str]:
-    """A deterministic refusal for every row (chosen by row id; by the row's category unless one is given)."""
-    from .builtin_data import refusal_for
+def align_sft(base_dir, answers: dict[str, str], out_dir, cfg: TrainConfig, data_cfg, judge, *,
+              model_name: str) -> Path:
+    """SFT: refusals for harmful prompts, the base model's own (kept) answers for benign ones (keeps helpfulness).
 
-    cats = [category] * table.num_rows if category else table.column("category").to_pylist()
-    return [refusal_for(i, c or "general") for i, c in zip(table.column("id").to_pylist(), cats)]
+    ``answers`` maps each of ``data_cfg.datasets()`` to its self-answers file; ``judge`` decides which own answers
+    are real answers (``alignment_data``).
+    """
+    from .alignment_data import load_alignment_rows, sft_targets
 
-
-def align_sft(base_dir, harmful_parquet, benign_answers_parquet, out_dir, cfg: TrainConfig, *, model_name: str) -> Path:
-    """SFT: harmful prompts -> refusals, benign prompts -> the base model's own answers (keeps helpfulness)."""
-    from .data import read_table
-
-    harmful, benign = read_table(harmful_parquet), read_table(benign_answers_parquet)
-    prompts = harmful.column("prompt").to_pylist() + benign.column("prompt").to_pylist()
-    targets = refusals_for(harmful) + benign.column("response").to_pylist()
-    inputs = manifest.hash_inputs({"harmful": harmful_parquet, "benign_answers": benign_answers_parquet,
+    rows = load_alignment_rows(answers, data_cfg, judge)
+    prompts, targets = sft_targets(rows)
+    inputs = manifest.hash_inputs({**{f"answers:{d}": p for d, p in answers.items()},
                                    "parent": Path(base_dir) / manifest.FILENAME})
     return train_adapter(base_dir, out_dir, sft_examples(prompts, targets), cfg, model_name=model_name,
-                         variant_name="sft", inputs=inputs)
+                         variant_name="sft", inputs=inputs, data=rows.counts(data_cfg.own_answers))
 
 
-def align_preference(sft_dir, harmful_answers_parquet, out_dir, cfg: TrainConfig, *, model_name: str,
-                     benign_answers_parquet=None) -> Path:
-    """Preference stage: refusal preferred over the base model's compliant answer on harmful prompts.
+def align_preference(sft_dir, answers: dict[str, str], out_dir, cfg: TrainConfig, data_cfg, judge, *,
+                     model_name: str) -> Path:
+    """Preference stage: a refusal preferred over the base model's real answer on harmful prompts.
 
-    With ``benign_answers_parquet``, benign prompts add the mirror pairs (the base model's answer
-    preferred over a refusal), which keeps over-refusal down.
+    With ``data_cfg.benign_pairs``, benign prompts add the mirror pairs (the base model's answer preferred over a
+    refusal), which teaches the model to answer safe requests that sound dangerous.
     """
-    from .data import read_table
+    from .alignment_data import load_alignment_rows, preference_triples
 
-    harmful = read_table(harmful_answers_parquet)
-    prompts = harmful.column("prompt").to_pylist()
-    chosen = refusals_for(harmful)
-    rejected = harmful.column("response").to_pylist()
-    named = {"harmful_answers": harmful_answers_parquet, "parent": Path(sft_dir) / manifest.FILENAME}
-    if benign_answers_parquet is not None:
-        benign = read_table(benign_answers_parquet)
-        prompts += benign.column("prompt").to_pylist()
-        chosen += benign.column("response").to_pylist()
-        rejected += refusals_for(benign, category="general")  # the over-refusals to push down
-        named["benign_answers"] = benign_answers_parquet
+    rows = load_alignment_rows(answers, data_cfg, judge)
+    prompts, chosen, rejected = preference_triples(rows, data_cfg)
     builder = kto_examples if cfg.method == "kto" else preference_examples
-    rows = builder(prompts, chosen, rejected)
-    return train_adapter(sft_dir, out_dir, rows, cfg, model_name=model_name, variant_name="aligned",
-                         inputs=manifest.hash_inputs(named))
+    inputs = manifest.hash_inputs({**{f"answers:{d}": p for d, p in answers.items()},
+                                   "parent": Path(sft_dir) / manifest.FILENAME})
+    counts = {**rows.counts(data_cfg.own_answers), "benign_pairs": len(rows.benign) if data_cfg.benign_pairs else 0}
+    return train_adapter(sft_dir, out_dir, builder(prompts, chosen, rejected), cfg, model_name=model_name,
+                         variant_name="aligned", inputs=inputs, data=counts)

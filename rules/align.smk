@@ -23,11 +23,10 @@ rule self_answers:
 
 
 rule sft:
-    """SFT adapter: refusals for harmful prompts, the base model's own answers for benign ones."""
+    """SFT adapter: refusals for harmful prompts, the base model's own real answers for benign and borderline ones."""
     input:
         base=ckpt("{model}", "base"),
-        harmful=dataset_parquet(config["alignment"]["harmful"]),
-        benign_answers=f"results/{{model}}/self_answers/{config['alignment']['benign']}.parquet",
+        answers=alignment_answers,
     output:
         directory(ckpt("{model}", "sft")),
     log:
@@ -41,22 +40,20 @@ rule sft:
         **model_job_resources(),
     params:
         train=params_of("sft"),
+        data=config["alignment"],
+        datasets=alignment_datasets(),
+        judge=config["judge"],
         seed=config["seed"],
-        code=code_hash("tune", "models", "data", "manifest", "archs", "builtin_data"),
+        code=code_hash("tune", "alignment_data", "judge", "models", "data", "manifest", "archs", "builtin_data"),
     script:
         "../workflow_scripts/sft.py"
 
 
 rule preference:
-    """Preference adapter over SFT: chosen = refusal, rejected = the base model's own answer."""
+    """Preference adapter over SFT: refusal > the base model's real answer on harmful prompts (and the mirror pairs)."""
     input:
         sft=ckpt("{model}", "sft"),
-        harmful_answers=f"results/{{model}}/self_answers/{config['alignment']['harmful']}.parquet",
-        benign_answers=(
-            f"results/{{model}}/self_answers/{config['alignment']['benign']}.parquet"
-            if config["alignment"]["benign_pairs"]
-            else []
-        ),
+        answers=alignment_answers,
     output:
         directory(ckpt("{model}", "aligned")),
     log:
@@ -73,7 +70,10 @@ rule preference:
     params:
         method=config["alignment"]["preference"],
         train=params_of("preference"),
+        data=config["alignment"],
+        datasets=alignment_datasets(),
+        judge=config["judge"],
         seed=config["seed"],
-        code=code_hash("tune", "models", "data", "manifest", "archs", "builtin_data"),
+        code=code_hash("tune", "alignment_data", "judge", "models", "data", "manifest", "archs", "builtin_data"),
     script:
         "../workflow_scripts/preference.py"

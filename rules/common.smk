@@ -16,6 +16,7 @@ os.environ.update(
     )
 )
 
+from neuronkit.alignment_data import AlignmentDataConfig  # noqa: E402
 from neuronkit.config import ConfigError, stage_params, validate_config  # noqa: E402
 from neuronkit.data import DatasetError, DatasetSpec, check_source, local_source  # noqa: E402
 from neuronkit.models import identity  # noqa: E402
@@ -38,6 +39,10 @@ except DatasetError as err:
 
 MODELS = list(config["models"])
 DATASETS = list(config["datasets"])
+
+
+# Variants that are checkpoints (generated from, scored for perplexity); patched and deactivated ones are not.
+CHECKPOINT_VARIANTS = r"base|sft|aligned|sntune|rsntune|reference|(?:(?:attacked|nlsr)_p[0-9.]+)"
 
 
 wildcard_constraints:
@@ -103,6 +108,16 @@ def ckpt(model, variant):
 def given_aligned_models():
     """Models whose aligned variant is given in config rather than produced."""
     return [m for m in MODELS if model_cfg(m).get("aligned")]
+
+
+def alignment_datasets():
+    """Every dataset alignment reads (harmful, benign, then the borderline ones), without repeats."""
+    return AlignmentDataConfig.from_config(config["alignment"]).datasets()
+
+
+def alignment_answers(wildcards):
+    """The base model's own answers to every alignment dataset, in ``alignment_datasets()`` order."""
+    return [f"results/{wildcards.model}/self_answers/{d}.parquet" for d in alignment_datasets()]
 
 
 def eval_datasets():
@@ -194,9 +209,17 @@ def regex_of(names):
     return "|".join(names) if names else "(?!x)x"
 
 
+def perplexity_dataset(model):
+    """The held-out benign dataset whose perplexity shows whether a changed model still works (patching.ppl_dataset)."""
+    return stage(model, "patching")["ppl_dataset"] or "benign_test"
+
+
 def perplexity_text(wildcards):
-    """Benign text whose perplexity shows whether a changed model still works (patching.ppl_dataset)."""
-    return dataset_parquet(stage(wildcards.model, "patching")["ppl_dataset"] or "benign_test")
+    return dataset_parquet(perplexity_dataset(wildcards.model))
+
+
+def variant_perplexity(model, variant):
+    return f"results/{model}/perplexity/{variant}.json"
 
 
 def sntune_benign_answers(wildcards):
@@ -215,7 +238,7 @@ def sntune_section_inputs(wildcards):
         "plnd": f"results/{m}/neurons/plnd.parquet",
         "foundation": f"results/{m}/neurons/plnd_foundation.parquet",
         "summaries": [f"results/{m}/sntune/{t}.json" for t in ("sntune", "rsntune")],
-        "perplexity": f"results/{m}/sntune/perplexity.json",
+        "perplexity": [variant_perplexity(m, v) for v in (before, "sntune", "rsntune")],
         "deactivation_perplexity": f"results/{m}/sntune/deactivation_perplexity.json",
         "tuning": [scored(m, v, d) for v in (before, "sntune", "rsntune") for d in evaluated],
         "deactivation": [scored(m, v, d) for v in (detected, "deact_safety", "deact_random") for d in deact],
@@ -244,6 +267,7 @@ def nlsr_section_inputs(wildcards):
         "safety": [scored(m, v, d) for v in variants for d in n["datasets"]],
         "task": [f"results/{m}/generations/{v}/{n['task_test']}.parquet" for v in variants],
         "task_data": dataset_parquet(n["task_test"]),
+        "perplexity": [variant_perplexity(m, v) for v in variants],
         "realign": [f"results/{m}/checkpoints/nlsr_p{p}" for p in p_labels(m)],
     }
 

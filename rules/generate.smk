@@ -10,7 +10,7 @@ rule generate:
     benchmark:
         "results/{model}/benchmarks/generate/{variant}/{dataset}.tsv"
     wildcard_constraints:
-        variant=r"base|sft|aligned|sntune|rsntune|reference|(?:(?:attacked|nlsr)_p[0-9.]+)",
+        variant=CHECKPOINT_VARIANTS,
     conda:
         "../envs/model.yaml"
     threads: threads_of
@@ -46,3 +46,29 @@ rule judge:
         code=code_hash("judge", "evaluate", "models", "data", "manifest", "archs", "runtime"),
     script:
         "../workflow_scripts/judge.py"
+
+
+rule variant_perplexity:
+    """Perplexity of held-out benign text (patching.ppl_dataset) under one checkpoint: does the changed model work?"""
+    input:
+        ckpt=lambda wildcards: ckpt(wildcards.model, wildcards.variant),
+        text=perplexity_text,
+    output:
+        json="results/{model}/perplexity/{variant}.json",
+    log:
+        "results/{model}/logs/perplexity/{variant}.log",
+    benchmark:
+        "results/{model}/benchmarks/perplexity/{variant}.tsv"
+    wildcard_constraints:
+        variant=CHECKPOINT_VARIANTS,
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
+    params:
+        dataset=lambda wildcards: perplexity_dataset(wildcards.model),
+        seed=config["seed"],
+        code=code_hash("evaluate", "models", "data", "report"),
+    script:
+        "../workflow_scripts/variant_perplexity.py"

@@ -27,7 +27,7 @@ rule patch_generate:
 
 
 rule patch_perplexity:
-    """Perplexity of held-out benign text for U, A and U patched (safety vs random neurons)."""
+    """Perplexity of held-out benign text for U, A and U patched (safety vs random neurons) at every k."""
     input:
         aligned=lambda wildcards: contrast_pair(wildcards.model)[0],
         unaligned=lambda wildcards: contrast_pair(wildcards.model)[1],
@@ -45,7 +45,8 @@ rule patch_perplexity:
     resources:
         **model_job_resources(),
     params:
-        patching=stage_keys("patching", "mode", "random_seed", "ppl_dataset", "ppl_k"),
+        patching=stage_keys("patching", "mode", "random_seed", "ppl_dataset", "k_grid"),
+        k_labels=lambda wildcards: k_labels(wildcards.model),
         seed=config["seed"],
         code=code_hash("patching", "evaluate", "neurons", "hooks", "models", "data"),
     script:

@@ -2,6 +2,7 @@ rule evaluation_section:
     """Harmful score and over-refusal per variant and dataset, each with its n, judge and CI."""
     input:
         scored=lambda wildcards: scored_paths(wildcards.model),
+        perplexity=lambda wildcards: [variant_perplexity(wildcards.model, v) for v in config["evaluation"]["variants"]],
     output:
         json="results/{model}/sections/evaluation.json",
     log:

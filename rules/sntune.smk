@@ -110,28 +110,6 @@ rule sntune:
         "../workflow_scripts/sntune.py"
 
 
-rule sntune_perplexity:
-    """Perplexity of held-out benign text before and after (RSN-)SN-Tune."""
-    input:
-        before=lambda wildcards: variant_ckpt(wildcards.model, "sntune"),
-        sntune="results/{model}/checkpoints/sntune",
-        rsntune="results/{model}/checkpoints/rsntune",
-        text=perplexity_text,
-    output:
-        json="results/{model}/sntune/perplexity.json",
-    log:
-        "results/{model}/logs/sntune_perplexity.log",
-    conda:
-        "../envs/model.yaml"
-    threads: threads_of
-    resources:
-        **model_job_resources(),
-    params:
-        code=code_hash("evaluate", "models", "data"),
-    script:
-        "../workflow_scripts/sntune_perplexity.py"
-
-
 rule sntune_section:
     """Report section: PLND neuron counts, deactivation table, SN-Tune and RSN-Tune before/after."""
     input:

@@ -8,6 +8,6 @@ from neuronkit.report import plot_nlsr, write_json  # noqa: E402
 
 sm = snakemake  # noqa: F821
 section = nlsr_section(list(sm.input.safety), list(sm.input.task), sm.input.task_data, list(sm.input.realign),
-                       sm.params.nlsr)
+                       sm.params.nlsr, perplexity_paths=list(sm.input.perplexity))
 write_json(section, sm.output.json)
 plot_nlsr(section, sm.output.plot)

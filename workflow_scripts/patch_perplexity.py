@@ -1,4 +1,4 @@
-"""Perplexity of held-out benign text under patching."""
+"""Perplexity of held-out benign text under patching, at every k of the grid."""
 import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
@@ -10,7 +10,7 @@ from neuronkit.report import write_json  # noqa: E402
 sm = snakemake  # noqa: F821
 runtime.setup(seed=sm.params.seed, threads=sm.threads)
 p = sm.params.patching
-k = p["ppl_k"]
-result = perplexity_file(sm.input.unaligned, sm.input.aligned, sm.input.index, sm.input.text,
-                         k=int(k) if k >= 1 else k, mode=p["mode"], seed=p["random_seed"])
+ks = {label: (int(k) if k >= 1 else k) for label, k in zip(sm.params.k_labels, p["k_grid"])}
+result = perplexity_file(sm.input.unaligned, sm.input.aligned, sm.input.index, sm.input.text, ks=ks, mode=p["mode"],
+                         seed=p["random_seed"])
 write_json(dict(result, dataset=p["ppl_dataset"]), sm.output.json)

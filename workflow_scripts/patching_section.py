@@ -10,10 +10,12 @@ from neuronkit.report import plot_restore_curve, write_json  # noqa: E402
 sm = snakemake  # noqa: F821
 c, p = sm.params.contrast, sm.params.patching
 base = "results/" + sm.wildcards.model + "/scored/{variant}/{{dataset}}.parquet"
-section = restore_section(base.format(variant=c["unaligned"]), base.format(variant=c["aligned"]), sm.params.nested)
+perplexity = json.loads(open(sm.input.perplexity).read()) if "perplexity" in sm.input.keys() else None
+section = restore_section(base.format(variant=c["unaligned"]), base.format(variant=c["aligned"]), sm.params.nested,
+                          perplexity)
 section.update(variants={"aligned": c["aligned"], "unaligned": c["unaligned"]}, mode=p["mode"], value=p["value"],
                random_seed=p["random_seed"])
-if "perplexity" in sm.input.keys():
-    section["perplexity"] = json.loads(open(sm.input.perplexity).read())
+if perplexity:
+    section["perplexity"] = perplexity
 write_json(section, sm.output.json)
 plot_restore_curve(section, sm.output.plot)

@@ -4,11 +4,13 @@ import sys
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
 
 from neuronkit import runtime  # noqa: E402
+from neuronkit.alignment_data import AlignmentDataConfig  # noqa: E402
+from neuronkit.judge import refusal_judge_from_config  # noqa: E402
 from neuronkit.tune import TrainConfig, align_preference  # noqa: E402
 
-runtime.setup(seed=snakemake.params.seed, threads=snakemake.threads)  # noqa: F821
-params = {**snakemake.params.train, "seed": snakemake.params.seed}  # noqa: F821
-cfg = TrainConfig.from_config(snakemake.params.method, params)  # noqa: F821
-align_preference(snakemake.input.sft, snakemake.input.harmful_answers, snakemake.output[0], cfg,  # noqa: F821
-                 model_name=snakemake.wildcards.model,  # noqa: F821
-                 benign_answers_parquet=snakemake.input.benign_answers or None)  # noqa: F821
+sm = snakemake  # noqa: F821
+runtime.setup(seed=sm.params.seed, threads=sm.threads)
+cfg = TrainConfig.from_config(sm.params.method, {**sm.params.train, "seed": sm.params.seed})
+answers = dict(zip(sm.params.datasets, sm.input.answers))
+align_preference(sm.input.sft, answers, sm.output[0], cfg, AlignmentDataConfig.from_config(sm.params.data),
+                 refusal_judge_from_config(sm.params.judge), model_name=sm.wildcards.model)

@@ -15,7 +15,7 @@ from tests.integration.test_workflow_tiny import _copy_workflow
 REPO = Path(__file__).resolve().parents[2]
 # judge loads the intact base model to score each answer's perplexity (the degenerate verdict)
 GPU_RULES = {"self_answers", "sft", "preference", "generate", "judge", "contrast", "safeguard", "patch_generate",
-             "patch_perplexity", "plnd", "deactivate_generate", "deactivation_perplexity", "sntune", "sntune_perplexity",
+             "patch_perplexity", "plnd", "deactivate_generate", "deactivation_perplexity", "sntune", "variant_perplexity",
              "attack", "safety_masks"}
 
 pytestmark = pytest.mark.e2e

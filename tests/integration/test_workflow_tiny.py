@@ -90,6 +90,10 @@ def test_report_has_figures_with_dataset_n_and_judge(workflow):
         broken = fig["degenerate"]
         assert broken["metric"] == "degenerate_rate" and broken["n"] == 6 and 0 <= broken["value"] <= 100
         assert fig["answer_perplexity_median"] > 1  # under the tiny base model
+    for variant in ("base", "aligned"):  # the scorecard: every figure's degenerate rate and benign-text perplexity
+        card = report["evaluation"]["summary"][variant]
+        assert set(card["degenerate_rate"]) == set(DATASETS) and card["perplexity"] > 1
+        assert report["evaluation"]["perplexity"][variant]["dataset"] == "benign_test"
 
 
 def test_report_has_restore_curves_safeguard_and_neurons(workflow):
@@ -103,7 +107,11 @@ def test_report_has_restore_curves_safeguard_and_neurons(workflow):
         assert isinstance(p["safety_vs_random"]["significant"], bool)
     assert [p["neurons"] for p in sorted(points, key=lambda p: p["neurons"])] == [13, 64]  # of 2 x 64 MLP neurons
     ppl = report["patching"]["perplexity"]
-    assert ppl["unaligned"]["perplexity"] > 1 and ppl["patched_safety"]["neurons"] == 13
+    assert ppl["unaligned"]["perplexity"] > 1 and ppl["safety_k0.1"]["neurons"] == ppl["random_k0.1"]["neurons"] == 13
+    assert ppl["safety_k0.5"]["neurons"] == 64
+    for p in points:  # every restore point carries the benign-text perplexity at its own k
+        assert p["perplexity_safety"] == ppl[f"safety_k{p['k']}"]["perplexity"] > 1
+        assert p["perplexity_random"] == ppl[f"random_k{p['k']}"]["perplexity"] > 1
     assert (workflow / "results/tiny/plots/restore_curve.png").stat().st_size > 1000
     guard = report["safeguard"]
     assert guard["k"] == 16 and guard["train"]["datasets"] == ["harmful_train", "benign_train"]
@@ -127,6 +135,13 @@ def test_checkpoints_are_adapters_with_manifests_and_no_pickles(workflow):
         man = json.loads((ckpts / variant / "variant.json").read_text())
         assert man["kind"] == "adapter" and man["inputs"]
         assert (ckpts / variant / "adapter_model.safetensors").exists()
+        # alignment reads the own answers to the borderline and contrast sets too: 8 harmful + 3 harmful contrast
+        # rows; 8 benign + 6 borderline + 3 benign contrast rows (tiny.yaml keeps every answer of the random model)
+        assert {f"answers:{d}" for d in ("harmful_train", "benign_train", "borderline_train", "contrast_train")} <= set(
+            man["inputs"])
+        assert (man["params"]["data"]["harmful"], man["params"]["data"]["benign"]) == (11, 17)
+    aligned = json.loads((ckpts / "aligned" / "variant.json").read_text())
+    assert aligned["params"]["n_rows"] == 11 + 17  # two-way pairs: refusal > answer (harmful), answer > refusal
     assert not list(ckpts.rglob("*.bin")) and not list(ckpts.rglob("*.pt"))
 
 
@@ -184,6 +199,7 @@ def test_report_has_sntune_and_nlsr_sections(workflow):
     assert set(variants) == {"aligned", "reference", "attacked_p0.0", "nlsr_p0.0", "attacked_p0.25", "nlsr_p0.25"}
     for v in variants.values():
         assert v["figures"]["task_accuracy"]["n"] == 6 and "harmful_score:harmful_test" in v["figures"]
+        assert v["perplexity"] == nlsr["perplexity"][v["variant"]]["perplexity"] > 1
     assert set(nlsr["realign"]) == {"nlsr_p0.0", "nlsr_p0.25"}
     assert (workflow / "results/tiny/plots/nlsr.png").stat().st_size > 1000
     mix = pq.read_table(workflow / "results/tiny/nlsr/mix_p0.25.parquet")

@@ -353,3 +353,29 @@ def test_static_controls_set_values(tiny_base):
     with pytest.raises(PatchingError, match="statistics"):
         with static_patch(u, {0: ids}, "mean"):
             pass
+
+
+def test_patching_perplexity_is_measured_at_every_k(tiny_pair, tmp_path):
+    import pyarrow as pa
+
+    from neuronkit.data import write_table
+    from neuronkit.evaluate import perplexity
+    from neuronkit.patching import perplexity_file, select_neurons
+
+    base_dir, aligned_dir = tiny_pair
+    u, tok = load_variant(base_dir)
+    a, _ = load_variant(aligned_dir)
+    cfg = ContrastConfig(max_new_tokens=4, batch_size=4)
+    index = contrast_index(contrast_statistics(a, u, generate_sequences(u, tok, PROMPTS, cfg), tok.pad_token_id, cfg),
+                           u.config, meta={})
+    index.write(tmp_path / "contrast.parquet")
+    write_table(pa.table({"id": ["b0", "b1"], "prompt": PROMPTS[:2], "label": ["benign"] * 2, "category": ["c"] * 2}),
+                tmp_path / "text.parquet")
+    out = perplexity_file(base_dir, aligned_dir, tmp_path / "contrast.parquet", tmp_path / "text.parquet",
+                          ks={"0.1": 0.1, "all": len(index)}, seed=0)
+    assert set(out) == {"text", "unaligned", "aligned", "safety_k0.1", "random_k0.1", "safety_kall", "random_kall"}
+    assert out["unaligned"] == perplexity(u, tok, PROMPTS[:2])
+    assert out["safety_k0.1"]["neurons"] == len(select_neurons(index, 0.1, "safety", 0)) < len(index)
+    # every neuron of every layer guided by A gives A's MLP activations, not A: U's attention stays U's
+    assert out["safety_kall"]["neurons"] == len(index) and out["safety_kall"]["perplexity"] != out["safety_k0.1"][
+        "perplexity"]

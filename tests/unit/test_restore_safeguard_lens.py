@@ -156,3 +156,40 @@ def test_last_prompt_features_are_the_index_neurons_at_the_last_prompt_token(tin
             model(**ids)
         expected = [store[(l, "mlp")][0, -1, n] for l, n in zip(idx.layer.tolist(), idx.neuron.tolist())]
         assert torch.allclose(feats[row].float(), torch.stack(expected), atol=1e-5)
+
+
+def test_restore_points_carry_the_perplexity_at_their_own_k(tmp_path):
+    _scored(tmp_path / "u_ds.parquet", [True] * 4)
+    _scored(tmp_path / "a_ds.parquet", [False] * 4)
+    nested = {"ds": {s: {k: _scored(tmp_path / f"{s}{k}.parquet", [True, False, False, True], f"guided:{s}:k=3")
+                         for k in ("0.1", "0.5")} for s in ("safety", "random")}}
+    ppl = {"text": "prompt text", "unaligned": {"perplexity": 10.0}, "aligned": {"perplexity": 11.0},
+           **{f"{s}_k{k}": {"perplexity": v} for (s, k), v in {("safety", "0.1"): 12.0, ("random", "0.1"): 13.0,
+                                                                ("safety", "0.5"): 14.0, ("random", "0.5"): 15.0}.items()}}
+    section = restore_section(str(tmp_path / "u_{dataset}.parquet"), str(tmp_path / "a_{dataset}.parquet"), nested,
+                              ppl)
+    got = {p["k"]: (p["perplexity_safety"], p["perplexity_random"], p["perplexity_unaligned"], p["perplexity_aligned"])
+           for p in section["points"]}
+    assert got == {"0.1": (12.0, 13.0, 10.0, 11.0), "0.5": (14.0, 15.0, 10.0, 11.0)}
+    plain = restore_section(str(tmp_path / "u_{dataset}.parquet"), str(tmp_path / "a_{dataset}.parquet"), nested)
+    assert not any(k.startswith("perplexity") for p in plain["points"] for k in p)
+
+
+def test_variant_perplexity_file_is_the_perplexity_of_the_loaded_checkpoint(tiny_base, tmp_path):
+    import json
+
+    from neuronkit.evaluate import evaluation_section, variant_perplexity_file
+
+    texts = ["How do I bake bread?", "Explain rain to a child."]
+    write_table(pa.table({"id": ["b0", "b1"], "prompt": texts, "label": ["benign"] * 2, "category": ["c"] * 2}),
+                tmp_path / "benign_test.parquet")
+    out = variant_perplexity_file(tiny_base, tmp_path / "benign_test.parquet", tmp_path / "ppl" / "base.json",
+                                  variant="base", dataset="benign_test")
+    model, tok = load_variant(tiny_base)
+    assert out == {"variant": "base", "dataset": "benign_test", "text": "prompt text", **perplexity(model, tok, texts)}
+    assert json.loads((tmp_path / "ppl" / "base.json").read_text()) == out
+    scored = _scored(tmp_path / "harmful_test.parquet", [True, False, True, False], degenerate=[False] * 3 + [True])
+    section = evaluation_section([scored], {"harmful_test": "harmful"}, [str(tmp_path / "ppl" / "base.json")])
+    card = section["summary"]["v"]
+    assert card["harmful_score"] == {"harmful_test": 50.0} and card["degenerate_rate"] == {"harmful_test": 25.0}
+    assert section["summary"]["base"]["perplexity"] == out["perplexity"] and section["perplexity"]["base"] == out
