@@ -37,6 +37,10 @@ SETTINGS = [
     ("borderline SFT, two-way pairs, DPO lr 5e-5 x 12 steps", {"preference": {"max_steps": 12}}),
     ("borderline SFT, two-way pairs, DPO lr 2e-4 x 12 steps", {"preference": {"max_steps": 12,
                                                                                "learning_rate": 0.0002}}),
+    ("borderline SFT, one-way pairs, DPO lr 5e-5 x 12 steps", {"alignment": {"benign_pairs": False},
+                                                               "preference": {"max_steps": 12}}),
+    ("borderline SFT at lr 1e-3, two-way pairs", {"sft": {"learning_rate": 0.001}}),
+    ("borderline SFT at lr 1e-3 x 3 epochs, two-way pairs", {"sft": {"learning_rate": 0.001, "epochs": 3}}),
 ]
 
 
@@ -77,7 +81,8 @@ def main() -> None:
     from neuronkit.alignment_data import AlignmentDataConfig
     from neuronkit.config import load_config_files, stage_params
     from neuronkit.data import read_table
-    from neuronkit.evaluate import perplexity, study_scores
+    from neuronkit.evaluate import study_scores
+    from neuronkit.perplexity import perplexity
     from neuronkit.generate import GenerationConfig
     from neuronkit.judge import refusal_judge_from_config
     from neuronkit.models import load_variant
@@ -127,7 +132,8 @@ def main() -> None:
             raise SystemExit(f"missing self answers {missing}: run snakemake on them first")
         sft_params = merged(stage_params(cfg, args.model, "sft"), overrides.get("sft"))
         sft_cfg = TrainConfig.from_config("sft", {**sft_params, "seed": cfg["seed"]})
-        sft_dir, sft_s = cached_stage(cache, "sft", {"data": section, "train": sft_params}, lambda out: align_sft(
+        sft_data = {k: v for k, v in section.items() if k not in ("preference", "benign_pairs")}  # what SFT reads
+        sft_dir, sft_s = cached_stage(cache, "sft", {"data": sft_data, "train": sft_params}, lambda out: align_sft(
             base, answers, out, sft_cfg, data_cfg, judge, model_name=args.model))
         sft_var = manifest.read(sft_dir)
         row = {"setting": label, "overrides": overrides, "data": sft_var.params.get("data"),

@@ -46,7 +46,8 @@ def intersect(scores: list[dict], cfg, shape: dict):
 def deactivation_figures(model, tok, index, data: Path, work: Path, cfg: dict, gen) -> dict:
     """Harmful score, over-refusal and benign-prompt perplexity of the model with ``index`` zeroed."""
     from neuronkit.data import read_table
-    from neuronkit.evaluate import perplexity, study_figures
+    from neuronkit.evaluate import study_figures
+    from neuronkit.perplexity import perplexity
     from neuronkit.hooks import deactivated
 
     with deactivated(model, index):
@@ -71,7 +72,7 @@ def main() -> None:
     from neuronkit.archs import model_shape
     from neuronkit.config import load_config_files, stage_params
     from neuronkit.data import read_table
-    from neuronkit.evaluate import perplexity
+    from neuronkit.perplexity import perplexity
     from neuronkit.generate import GenerationConfig
     from neuronkit.models import load_variant
     from neuronkit.scores.plnd import PLNDConfig, rsn_neurons

@@ -41,7 +41,8 @@ def main() -> None:
     from neuronkit import runtime
     from neuronkit.config import load_config_files, stage_params
     from neuronkit.data import read_table
-    from neuronkit.evaluate import perplexity, study_figures
+    from neuronkit.evaluate import study_figures
+    from neuronkit.perplexity import perplexity
     from neuronkit.generate import GenerationConfig
     from neuronkit.models import load_variant
     from neuronkit.neurons import NeuronIndex

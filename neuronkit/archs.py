@@ -87,7 +87,8 @@ def site_sizes(config) -> dict[str, int]:
 
 
 def model_shape(config) -> dict:
-    """What a neuron index must match to be applied to a model."""
+    """What a neuron index must match to be applied to a model (an unknown family is refused first)."""
+    check_supported(config)
     return {"model_type": config.model_type, "num_layers": config.num_hidden_layers, "sites": site_sizes(config)}
 
 

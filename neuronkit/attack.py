@@ -1,4 +1,4 @@
-"""The NLSR harmful fine-tuning attack (METHODS C2): a poisoned task mix, then SFT of the aligned adapter.
+"""The NLSR harmful fine-tuning attack (docs/methods.md, C2): a poisoned task mix, then SFT of the aligned adapter.
 
 ``build_attack_mix`` takes ``n`` rows of which ``round(p * n)`` are harmful prompts with the
 unaligned base model's own compliant answers (the workflow's self-answers), the rest task rows.
@@ -36,7 +36,7 @@ class AttackDataError(ValueError):
 class MixConfig:
     """How many rows, which poison fraction, which seed, and whether refused answers are dropped."""
 
-    n: int = 1000
+    n: int = 200
     p: float = 0.05
     seed: int = 0
     drop_refusals: bool = True
@@ -208,8 +208,9 @@ def _adapter_params(adapter_cfg: dict) -> dict[str, Any]:
 
 def train_attack(aligned_dir, mix_parquet, out_dir, cfg, *, model_name: str, variant_name: str = "attacked") -> Path:
     """SFT of the aligned adapter on the poisoned mix; saved beside it, over the same parent (the SFT checkpoint)."""
+    from .atomic import atomic_dir
     from .models import load_variant, pick_device, quiet_checkpointing_probe
-    from .tune import _drop_trainer_dir, sft_examples
+    from .tune import save_adapter, sft_examples
 
     if cfg.method != "sft":
         raise ValueError(f"the attack trains with SFT; got method {cfg.method!r}")
@@ -222,17 +223,17 @@ def train_attack(aligned_dir, mix_parquet, out_dir, cfg, *, model_name: str, var
     device = pick_device()
     model, tok = load_variant(aligned, device=device, merge=False, trainable=True)
     model.train()
-    with quiet_checkpointing_probe():
-        trainer = _sft_trainer(cfg, model, tok, rows, out, device)
-        result = trainer.train()
-    trainer.model.save_pretrained(str(out))
-    _drop_trainer_dir(out / "trainer")
-    params = {**asdict(cfg), **mix_params(mix), "adapter": _adapter_params(adapter_cfg),
-              "train_loss": float(result.training_loss), "n_rows": len(rows)}
-    manifest.write(out, manifest.Variant(
-        name=variant_name, model=model_name, kind="adapter", method="attack", params=params,
-        parent=os.path.relpath(os.path.normpath(aligned / var.parent), out),
-        inputs=manifest.hash_inputs({"mix": mix_parquet, "aligned": aligned / "adapter_model.safetensors",
-                                     "parent": aligned / var.parent / manifest.FILENAME}),
-    ))
+    with atomic_dir(out) as tmp:
+        with quiet_checkpointing_probe():
+            trainer = _sft_trainer(cfg, model, tok, rows, tmp, device)
+            result = trainer.train()
+        save_adapter(trainer, tmp)
+        params = {**asdict(cfg), **mix_params(mix), "adapter": _adapter_params(adapter_cfg),
+                  "train_loss": float(result.training_loss), "n_rows": len(rows)}
+        manifest.write(tmp, manifest.Variant(
+            name=variant_name, model=model_name, kind="adapter", method="attack", params=params,
+            parent=os.path.relpath(os.path.normpath(aligned / var.parent), out),
+            inputs=manifest.hash_inputs({"mix": mix_parquet, "aligned": aligned / "adapter_model.safetensors",
+                                         "parent": aligned / var.parent / manifest.FILENAME}),
+        ))
     return out

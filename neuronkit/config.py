@@ -78,7 +78,55 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None 
     if lines:
         raise ConfigError("config does not match schemas/config.schema.yaml:\n" + "\n".join(lines))
     _check_references(cfg)
+    _check_neuron_counts(cfg)
     return cfg
+
+
+# (stage section, key) of every neuron count: a whole number >= 1, or a fraction in (0, 1) of the MLP neurons
+K_KEYS = (("patching", "k_grid"), ("safeguard", "k"), ("overlap", "dense_k"))
+
+
+def _k_problem(value, total: int | None) -> str | None:
+    """Why a k value is invalid (None when it is fine); ``total`` is the model's MLP neuron count when known."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return "must be a whole count >= 1 or a fraction in (0, 1)"
+    if value >= 1 and float(value) != int(value):
+        return "is neither a whole count nor a fraction below 1"
+    if value >= 1 and total is not None and int(value) > total:
+        return f"exceeds the model's {total} MLP neurons"
+    return None
+
+
+def _check_neuron_counts(cfg: Mapping[str, Any]) -> None:
+    """Model shapes (builtin specs, or a config.json at hand; never weights) and every k value, before any job."""
+    from .archs import UnsupportedArchitectureError
+    from .models import ModelSpec, ModelSpecError
+
+    problems: list[str] = []
+    for name, model in cfg["models"].items():
+        try:
+            sizes = ModelSpec.from_config(name, model).site_sizes()
+        except (ModelSpecError, UnsupportedArchitectureError) as err:
+            problems.append(str(err) if str(err).startswith("models.") else f"models.{name}.{err}")
+            continue
+        total = sizes[0] * sizes[1]["mlp"] if sizes else None
+        for stage, key in K_KEYS:
+            values = stage_params(cfg, name, stage)[key]
+            for value in values if isinstance(values, list) else [values]:
+                why = _k_problem(value, total)
+                if why:
+                    problems.append(f"{stage}.{key} (model {name}): {value!r} {why}")
+        if sizes:
+            plnd = stage_params(cfg, name, "plnd")
+            per_layer = {"ffn_top_k": sizes[1]["mlp"], "attn_top_k": min(v for m, v in sizes[1].items() if m != "mlp")}
+            for key, limit in per_layer.items():
+                if plnd[key] is not None and plnd[key] > limit:
+                    problems.append(f"plnd.{key} (model {name}): {plnd[key]} exceeds the {limit} dims per layer "
+                                    "of the smallest module it applies to")
+    if problems:
+        raise ConfigError("config values do not fit the models:\n" + "\n".join("  " + p for p in problems))
 
 
 def _check_references(cfg: Mapping[str, Any]) -> None:

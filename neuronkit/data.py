@@ -16,12 +16,10 @@ Mapping rules (``DatasetSpec.columns``: schema column -> source column):
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
 import re
-import secrets
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -43,18 +41,21 @@ SCHEMA = pa.schema([
 LABELS = ("harmful", "benign", "task")
 COMPRESSION = "zstd"
 FILE_SUFFIXES = (".csv", ".json", ".jsonl", ".parquet")
-# builtin source -> ("module:function", automatic label; None: each row carries its own label)
+# builtin source -> (function name in builtin_data or task, automatic label; None: each row carries its own label)
 BUILTINS = {
-    "builtin:harmful": ("neuronkit.builtin_data:harmful_requests", "harmful"),
-    "builtin:benign": ("neuronkit.builtin_data:benign_instructions", "benign"),
-    "builtin:borderline": ("neuronkit.builtin_data:borderline_benign", "benign"),
-    "builtin:contrast": ("neuronkit.builtin_data:borderline_contrasts", None),
-    "builtin:sentiment": ("neuronkit.task:sentiment_rows", "task"),
+    "builtin:harmful": ("harmful_requests", "harmful"),
+    "builtin:benign": ("benign_instructions", "benign"),
+    "builtin:borderline": ("borderline_benign", "benign"),
+    "builtin:contrast": ("borderline_contrasts", None),
+    "builtin:sentiment": ("sentiment_rows", "task"),
 }
 TEXT_COLUMNS = ("response", "chosen", "rejected", "category")
 # schema columns a spec may map, plus "input" (the Alpaca input field that join_input appends)
 MAPPABLE = ("id", "prompt", *TEXT_COLUMNS, "label", "input")
 _ELEMENT = re.compile(r"^(?P<col>.+)\[(?P<idx>-?\d+)\]$")
+# The model-independent token count of max_prompt_tokens: words and single punctuation marks (subword tokenizers
+# give about 1.2-1.5x as many for English text).
+_PROMPT_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 class DatasetError(ValueError):
@@ -91,6 +92,8 @@ class DatasetSpec:
     n: int | None = None
     shuffle_seed: int | None = None
     join_input: bool = False
+    max_prompt_tokens: int = 2048     # counted as words and punctuation marks (model-independent)
+    truncate_prompts: bool = False    # cut a longer prompt instead of refusing the dataset
 
     def __post_init__(self) -> None:
         """Reject a malformed spec at construction, before any file is read."""
@@ -117,6 +120,9 @@ class DatasetSpec:
                 for k, v in self.label_map.items() if v not in LABELS]
         if self.n is not None and (isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1):
             out.append(f"n must be a positive integer or null, got {self.n!r}")
+        if isinstance(self.max_prompt_tokens, bool) or not isinstance(self.max_prompt_tokens, int) \
+                or self.max_prompt_tokens < 1:
+            out.append(f"max_prompt_tokens must be a positive integer, got {self.max_prompt_tokens!r}")
         if self.shuffle_seed is not None and (isinstance(self.shuffle_seed, bool)
                                               or not isinstance(self.shuffle_seed, int) or self.shuffle_seed < 0):
             out.append(f"shuffle_seed must be a non-negative integer or null, got {self.shuffle_seed!r}")
@@ -158,9 +164,12 @@ def origin_of(spec: DatasetSpec, base_dir: str | os.PathLike = ".") -> str:
 
 
 def _load_builtin(spec: DatasetSpec) -> list[dict]:
-    """Rows of a builtin set; imported lazily so the data module stays light."""
-    module, func_name = BUILTINS[spec.source][0].split(":")
-    func = getattr(importlib.import_module(module), func_name)
+    """Rows of a builtin set; imported lazily so the data module stays light (by a plain import statement, so that
+    ``codehash`` sees the dependency)."""
+    from . import builtin_data, task
+
+    func_name = BUILTINS[spec.source][0]
+    func = getattr(builtin_data, func_name, None) or getattr(task, func_name)
     try:
         rows = func(spec.split)
     except (ValueError, KeyError) as exc:
@@ -196,10 +205,14 @@ def _one_split(spec: DatasetSpec, loaded: Any) -> Any:
 
 def _read_text(spec: DatasetSpec, path: Path) -> str:
     """File text as UTF-8, with decoding problems reported against the file."""
+    raw = path.read_bytes()
     try:
-        return path.read_text(encoding="utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _error(spec.name, path, f"not UTF-8 text: {exc}") from exc
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise _error(spec.name, path, f"not UTF-8 text at line {line} of the file, byte {column} of that line "
+                                      f"({raw[exc.start:exc.start + 4]!r}); save the file as UTF-8") from exc
 
 
 def _objects(spec: DatasetSpec, path: Path, items: list) -> list[dict]:
@@ -212,10 +225,13 @@ def _objects(spec: DatasetSpec, path: Path, items: list) -> list[dict]:
 
 def _read_csv(spec: DatasetSpec, path: Path) -> list[dict]:
     """CSV rows with every cell kept as text and empty cells as None."""
+    import io
+
     import pandas as pd
 
+    text = _read_text(spec, path)  # names the line of a byte that is not UTF-8 (pandas gives a buffer position)
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         return []
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -420,7 +436,19 @@ class _Mapper:
             shown = "missing" if value is None else f"{value!r} ({type(value).__name__})"
             raise self.fail(f"prompt (source column {self.refs['prompt'][0]!r}) must be non-empty text, got {shown}", i)
         extra = self.text(i, row, "input") if self.spec.join_input else None
-        return value + "\n\n" + extra if extra and extra.strip() else value
+        return self.bounded(i, value + "\n\n" + extra if extra and extra.strip() else value)
+
+    def bounded(self, i: int, prompt: str) -> str:
+        """The prompt within ``max_prompt_tokens``: refused when longer, or cut with ``truncate_prompts``."""
+        limit = self.spec.max_prompt_tokens
+        tokens = list(_PROMPT_TOKEN.finditer(prompt))
+        if len(tokens) <= limit:
+            return prompt
+        if self.spec.truncate_prompts:
+            return prompt[: tokens[limit - 1].end()]
+        raise self.fail(f"prompt is {len(tokens)} tokens long (words and punctuation marks; {len(prompt)} characters), "
+                        f"over max_prompt_tokens = {limit}: shorten it, raise max_prompt_tokens, or set "
+                        "truncate_prompts: true", i)
 
     def label_of(self, i: int, row: dict) -> str:
         """The constant label, or the row's label column through label_map; must be one of LABELS."""
@@ -529,29 +557,15 @@ def load_dataset(spec: DatasetSpec, base_dir: str | os.PathLike = ".") -> pa.Tab
 # ----------------------------------------------------------------------------- Parquet I/O
 
 def write_table(table: pa.Table, path: str | os.PathLike) -> None:
-    """Write atomically (temp file in the same folder, then os.replace) with deterministic bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
+    """Write atomically (``atomic.atomic_file``) with deterministic bytes."""
+    from .atomic import atomic_file
+
+    with atomic_file(path) as tmp:
         pq.write_table(table, str(tmp), compression=COMPRESSION)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's bytes to disk so the rename never exposes a half-written file after a crash."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_table(path: str | os.PathLike) -> pa.Table:
-    """Read one Parquet file (no directory or partition discovery)."""
-    with pq.ParquetFile(str(path)) as pf:
-        return pf.read()
+    """Read one Parquet artifact (``artifacts.read_parquet``: a corrupt file is named, with how to rebuild it)."""
+    from .artifacts import read_parquet
+
+    return read_parquet(path)

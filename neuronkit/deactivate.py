@@ -1,4 +1,5 @@
-"""Deactivation (SN-Tune paper, B2): answers of a model with a neuron set zeroed, against a random control."""
+"""Deactivation (SN-Tune paper; docs/methods.md, B2): answers of a model with a neuron set zeroed, against a random
+control."""
 
 from __future__ import annotations
 
@@ -37,10 +38,10 @@ def deactivation_perplexity_file(ckpt, index_path, text_parquet, out_json, *, se
     from "the model broke".
     """
     from .data import read_table
-    from .evaluate import perplexity
+    from .perplexity import perplexity
     from .models import load_variant
     from .neurons import NeuronIndex
-    from .report import write_json
+    from .atomic import write_json
 
     model, tok = load_variant(ckpt)
     index = NeuronIndex.read(index_path)

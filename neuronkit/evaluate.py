@@ -6,19 +6,10 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from .artifacts import read_json
+from .significance import ALPHA, mcnemar_exact, wilson_interval
+
 METRIC_FOR_LABEL = {"harmful": "harmful_score", "benign": "over_refusal"}
-ALPHA = 0.05  # a paired difference is called significant only below this p-value
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion k/n, in percent."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (round(100 * max(0.0, centre - half), 2), round(100 * min(1.0, centre + half), 2))
 
 
 def rate_metric(flags: Sequence[bool], *, metric: str, dataset: str, variant: str, judge: str) -> dict:
@@ -86,19 +77,6 @@ def restore_ratio(f_patched: float, f_unaligned: float, f_aligned: float) -> flo
     return None if gap == 0 else round((f_patched - f_unaligned) / gap, 4)
 
 
-def mcnemar_exact(flags_x: Sequence[bool], flags_y: Sequence[bool]) -> dict:
-    """Exact two-sided McNemar test on paired binary outcomes (the same prompts under two conditions)."""
-    if len(flags_x) != len(flags_y):
-        raise ValueError(f"paired test needs equal lengths, got {len(flags_x)} and {len(flags_y)}")
-    only_x = sum(1 for a, b in zip(flags_x, flags_y) if a and not b)
-    only_y = sum(1 for a, b in zip(flags_x, flags_y) if b and not a)
-    n = only_x + only_y
-    tail = sum(math.comb(n, i) for i in range(min(only_x, only_y) + 1)) / 2 ** n if n else 1.0
-    p_value = round(min(1.0, 2 * tail), 6)
-    return {"test": "mcnemar_exact", "only_first": only_x, "only_second": only_y, "p_value": p_value,
-            "significant": p_value < ALPHA}
-
-
 def _flags_by_id(table, column: str) -> dict[str, bool]:
     return dict(zip(table.column("id").to_pylist(), table.column(column).to_pylist()))
 
@@ -162,80 +140,10 @@ def restore_section(unaligned: str, aligned: str, patched: Mapping[str, Mapping[
                           f"significant when p < {ALPHA}"}
 
 
-def perplexity(model, tok, texts: Sequence[str], contexts: Sequence[str] | None = None, batch_size: int = 8) -> dict:
-    """Token-level perplexity of ``texts`` (optionally after a context whose tokens are not scored)."""
-    rows = token_nlls(model, tok, texts, contexts, batch_size)
-    total_nll, total_tokens = sum(r[0] for r in rows), sum(r[1] for r in rows)
-    return {"perplexity": round(math.exp(total_nll / max(total_tokens, 1)), 4), "tokens": total_tokens, "texts": len(texts)}
-
-
-def perplexity_texts(table) -> tuple[list[str], list[str] | None, str]:
-    """(texts, contexts, what is scored) of a held-out benign table: its answers after their prompts when every row
-    has one, else the prompt text."""
-    responses = table.column("response").to_pylist() if "response" in table.column_names else []
-    if responses and all(responses):
-        return responses, table.column("prompt").to_pylist(), "response given the prompt"
-    return table.column("prompt").to_pylist(), None, "prompt text"
-
-
-def variant_perplexity_file(ckpt_dir, text_parquet, out_json, *, variant: str, dataset: str) -> dict:
-    """Perplexity of held-out benign text under one checkpoint variant (does the changed model still work?)."""
-    from .data import read_table
-    from .models import load_variant
-    from .report import write_json
-
-    texts, contexts, scored = perplexity_texts(read_table(text_parquet))
-    model, tok = load_variant(ckpt_dir)
-    out = {"variant": variant, "dataset": dataset, "text": scored, **perplexity(model, tok, texts, contexts)}
-    write_json(out, out_json)
-    return out
-
-
 def read_perplexities(paths: Sequence[str]) -> dict[str, dict]:
     """Variant perplexity files by variant name (the file stem)."""
-    import json
 
-    return {Path(p).stem: json.loads(Path(p).read_text()) for p in paths}
-
-
-def answer_perplexities(model, tok, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 8) -> list[float]:
-    """Per answer: its perplexity after the prompt in the model's chat format (NaN for an empty answer)."""
-    from .models import chat_prompt
-
-    rows = token_nlls(model, tok, answers, [chat_prompt(tok, p) for p in prompts], batch_size)
-    return [math.exp(nll / n) if n else float("nan") for nll, n in rows]
-
-
-def token_nlls(model, tok, texts: Sequence[str], contexts: Sequence[str] | None = None,
-               batch_size: int = 8) -> list[tuple[float, int]]:
-    """Per text: the summed negative log-likelihood of its tokens after its context, and how many were scored."""
-    import torch
-
-    device = next(model.parameters()).device
-    contexts = contexts or [""] * len(texts)
-    out: list[tuple[float, int]] = []
-    for start in range(0, len(texts), batch_size):
-        rows = []
-        for ctx, text in zip(contexts[start:start + batch_size], texts[start:start + batch_size]):
-            c = tok(ctx, add_special_tokens=False)["input_ids"] if ctx else []
-            t = tok(text, add_special_tokens=False)["input_ids"] if text else []
-            rows.append((c + t, len(c)))
-        width = max(1, max(len(ids) for ids, _ in rows))
-        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        labels = torch.full_like(ids, -100)
-        for i, (row, n_ctx) in enumerate(rows):
-            ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
-            attn[i, :len(row)] = 1
-            labels[i, max(n_ctx, 1):len(row)] = ids[i, max(n_ctx, 1):len(row)]
-        with torch.no_grad():
-            logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], -1)
-        target = labels[:, 1:].to(device)
-        valid = target != -100
-        nll = -logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
-        out += [(float(nll[i].sum()), int(valid[i].sum())) for i in range(len(rows))]
-    return out
+    return {Path(p).stem: read_json(p) for p in paths}
 
 
 def score_scored_file(path: str) -> dict:
@@ -256,7 +164,6 @@ def sntune_section(plnd: str, foundation: str, summaries: Sequence[str], perplex
 
     ``perplexities`` maps ``before``, ``sntune`` and ``rsntune`` to their variant perplexity files.
     """
-    import json
 
     from .neurons import NeuronIndex
 
@@ -266,7 +173,7 @@ def sntune_section(plnd: str, foundation: str, summaries: Sequence[str], perplex
               for name, ix in (("safety", safety), ("foundation", found), ("rsn", safety.difference(found)))}
     tuned = {}
     for path in summaries:
-        summary = json.loads(Path(path).read_text())
+        summary = read_json(path)
         keep = ("method", "n_docs", "n_benign_docs", "trained_entries", "total_params", "trained_fraction",
                 "optimizer_state_bytes", "steps", "final_loss", "trained_rows")
         tuned[Path(path).stem] = {k: summary[k] for k in keep if k in summary}
@@ -275,7 +182,7 @@ def sntune_section(plnd: str, foundation: str, summaries: Sequence[str], perplex
         "tuning": {"runs": tuned, "figures": [score_scored_file(p) for p in tuning]},
         "deactivation": {"figures": [score_scored_file(p) for p in deactivation],
                          "random_seed_note": "random neurons keep the safety set's per-layer, per-module counts",
-                         **({"perplexity": json.loads(Path(deactivation_perplexity).read_text())}
+                         **({"perplexity": read_json(deactivation_perplexity)}
                             if deactivation_perplexity else {})},
         "perplexity": _perplexity_table(perplexities),
     }
@@ -283,11 +190,10 @@ def sntune_section(plnd: str, foundation: str, summaries: Sequence[str], perplex
 
 def _perplexity_table(perplexities: Mapping[str, str]) -> dict:
     """``{text, dataset, <name>: {perplexity, tokens, texts, variant}}`` from named variant perplexity files."""
-    import json
 
     out: dict = {}
     for name, path in perplexities.items():
-        row = json.loads(Path(path).read_text())
+        row = read_json(path)
         out.update(text=row["text"], dataset=row["dataset"])
         out[name] = {k: row[k] for k in ("perplexity", "tokens", "texts", "variant")}
     return out
@@ -297,7 +203,6 @@ def nlsr_section(safety: Sequence[str], task: Sequence[str], task_data: str, rea
                  params: Mapping, perplexity_paths: Sequence[str] = ()) -> dict:
     """Harmful score, over-refusal, task accuracy and benign-text perplexity for aligned, reference, attacked(p) and
     realigned(p)."""
-    import json
 
     from .data import read_table
     from .task import score_generations
@@ -320,7 +225,7 @@ def nlsr_section(safety: Sequence[str], task: Sequence[str], task_data: str, rea
         table.append(row)
     selections = {}
     for ckpt in realigned:
-        summary = json.loads((Path(ckpt) / "realign.json").read_text())
+        summary = read_json(Path(ckpt) / "realign.json")
         selections[Path(ckpt).name] = {k: summary[k] for k in summary if k != "modules"}
     return {"variants": table, "realign": selections, "perplexity": perplexities,
             "params": {k: params[k] for k in ("alpha", "expo_mode", "n", "p_grid", "score", "keep_fraction", "mode",

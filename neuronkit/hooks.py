@@ -13,7 +13,7 @@ its hooks on exit, exceptions included; nothing edits library sources.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 
@@ -21,11 +21,30 @@ from .archs import attn_module, decoder_layers, mlp_module
 
 SiteFn = Callable[[torch.Tensor], torch.Tensor | None]
 Site = tuple[int, str]
+HOOK_KINDS = ("pre", "pre_kw", "post", "post_kw")  # forward pre-hook / forward hook, with or without kwargs
 
 
-def site_name(layer: int, module: str) -> str:
-    """TransformerLens-style name of a site."""
-    return f"blocks.{layer}.{module}"
+@contextmanager
+def hooked(registrations: Iterable[tuple[torch.nn.Module, str, Callable]]) -> Iterator[None]:
+    """The one hook primitive: register ``(module, kind, fn)`` hooks on entry and remove exactly these handles on
+    exit, exceptions included (every other hook context in neuronkit is built on it).
+
+    >>> with hooked([(model.model.layers[0].mlp.down_proj, "pre", lambda mod, args: None)]):
+    ...     model(ids)
+    """
+    handles = []
+    try:
+        for module, kind, fn in registrations:
+            if kind not in HOOK_KINDS:
+                raise ValueError(f"hook kind must be one of {HOOK_KINDS}, got {kind!r}")
+            if kind.startswith("pre"):
+                handles.append(module.register_forward_pre_hook(fn, with_kwargs=kind == "pre_kw"))
+            else:
+                handles.append(module.register_forward_hook(fn, with_kwargs=kind == "post_kw"))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _site_target(model: torch.nn.Module, layer: int, module: str) -> tuple[torch.nn.Module, bool]:
@@ -55,18 +74,12 @@ def _post_hook(fn: SiteFn):
 @contextmanager
 def on_sites(model: torch.nn.Module, fns: Mapping[Site, SiteFn]) -> Iterator[None]:
     """Run ``fn(site_tensor)`` at each site; a returned tensor replaces the site's value."""
-    handles = []
-    try:
-        for (layer, module), fn in fns.items():
-            target, is_input = _site_target(model, layer, module)
-            if is_input:
-                handles.append(target.register_forward_pre_hook(_pre_hook(fn)))
-            else:
-                handles.append(target.register_forward_hook(_post_hook(fn)))
+    registrations = []
+    for (layer, module), fn in fns.items():
+        target, is_input = _site_target(model, layer, module)
+        registrations.append((target, "pre", _pre_hook(fn)) if is_input else (target, "post", _post_hook(fn)))
+    with hooked(registrations):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextmanager
@@ -99,7 +112,7 @@ def _zero(ids: torch.Tensor) -> SiteFn:
 
 @contextmanager
 def deactivated(model: torch.nn.Module, index) -> Iterator[None]:
-    """Zero the index's neurons wherever they act (B2 deactivation, as hooks)."""
+    """Zero the index's neurons wherever they act (docs/methods.md, B2: deactivation, as hooks)."""
     fns: dict[Site, SiteFn] = {}
     for module in sorted(set(index.module.tolist())):
         for layer, ids in index.by_layer(module).items():

@@ -387,8 +387,6 @@ def render_html(report: Mapping, plots: Mapping[str, str | os.PathLike]) -> str:
 
 def write_html_report(report: Mapping, plots: Mapping[str, str | os.PathLike], out_html: str | os.PathLike) -> None:
     """One self-contained HTML file for the report (atomic write, same inputs give the same bytes)."""
-    out_html = Path(out_html)
-    page = render_html(report, plots)
-    tmp = out_html.with_suffix(out_html.suffix + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out_html)
+    from .atomic import write_text
+
+    write_text(render_html(report, plots), out_html)

@@ -465,7 +465,7 @@ def judge_file(in_parquet, out_parquet, judge_cfg: dict, base_ckpt=None) -> None
     prompts, responses = table.column("prompt").to_pylist(), table.column("response").to_pylist()
     verdicts = judge.judge(prompts, responses)
     if base_ckpt is not None:
-        from .evaluate import answer_perplexities
+        from .perplexity import answer_perplexities
         from .models import load_variant
 
         model, tok = load_variant(base_ckpt)

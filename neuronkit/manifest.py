@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ class Variant:
     method: str | None = None          # e.g. sft, dpo
     params: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)  # input name -> sha256 of its content
+    files: dict[str, str] = field(default_factory=dict)   # every file of the checkpoint -> sha256 (set by write)
+    checksum: str | None = None                            # sha256 of this manifest without this field (by write)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -37,11 +39,52 @@ class Variant:
             raise ManifestError("an adapter variant needs a parent checkpoint")
 
 
+class CheckpointError(ManifestError):
+    """A checkpoint's files or manifest differ from what was recorded when it was written."""
+
+
 def write(ckpt_dir: str | os.PathLike, variant: Variant) -> Path:
-    """Write variant.json with sorted keys so identical inputs give identical bytes."""
-    path = Path(ckpt_dir) / FILENAME
-    path.write_text(json.dumps(asdict(variant), indent=2, sort_keys=True) + "\n")
+    """Write variant.json last: the sha256 of every other file in the folder, then a checksum of the manifest itself
+    (sorted keys, so identical inputs give identical bytes)."""
+    ckpt = Path(ckpt_dir)
+    files = {f.relative_to(ckpt).as_posix(): sha256_file(f) for f in sorted(ckpt.rglob("*"))
+             if f.is_file() and f.name != FILENAME and not f.name.startswith(".")}  # not Snakemake's timestamp
+    data = asdict(replace(variant, files=files, checksum=None))
+    data["checksum"] = _checksum(data)
+    path = ckpt / FILENAME
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def _checksum(data: dict) -> str:
+    """sha256 of a manifest's content without its checksum field."""
+    body = {k: v for k, v in data.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def rebuild_hint(ckpt_dir: str | os.PathLike) -> str:
+    """How to remake a damaged checkpoint (Snakemake's --forcerun takes the output folder)."""
+    return f"rebuild it with `snakemake --forcerun {ckpt_dir} <your target>`, or delete {ckpt_dir} and rerun"
+
+
+def verify(ckpt_dir: str | os.PathLike) -> Variant:
+    """The checkpoint's manifest, after checking that neither it nor any file it records was changed."""
+    ckpt = Path(ckpt_dir)
+    var = read(ckpt)
+    if var.checksum is None:
+        raise CheckpointError(f"{ckpt / FILENAME} records no file hashes (written before neuronkit verified "
+                              f"checkpoints); {rebuild_hint(ckpt)}")
+    if var.checksum != _checksum(asdict(var)):
+        raise CheckpointError(f"{ckpt / FILENAME} was edited after the checkpoint was written (its checksum does not "
+                              f"match its content); {rebuild_hint(ckpt)}")
+    for name, digest in sorted(var.files.items()):
+        path = ckpt / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing from checkpoint {ckpt}; {rebuild_hint(ckpt)}")
+        if sha256_file(path) != digest:
+            raise CheckpointError(f"{path}: its sha256 differs from the one recorded in {FILENAME} when the checkpoint "
+                                  f"was written (the file was changed or damaged); {rebuild_hint(ckpt)}")
+    return var
 
 
 def read(ckpt_dir: str | os.PathLike) -> Variant:
@@ -57,6 +100,15 @@ def read(ckpt_dir: str | os.PathLike) -> Variant:
         return Variant(**data)
     except TypeError as err:
         raise ManifestError(f"{path}: {err}") from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The plain sha256 of a file's bytes (what ``sha256sum`` prints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def sha256_path(path: str | os.PathLike) -> str:

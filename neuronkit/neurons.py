@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .archs import MODULES
+from .artifacts import read_json
 
 META_KEY = b"neuronkit"
 
@@ -211,14 +212,12 @@ class NeuronIndex:
 
     def write(self, path: str | os.PathLike) -> Path:
         """Parquet (sorted by rank) plus a JSON sidecar with the metadata."""
+        from .atomic import write_json
         from .data import write_table
 
         path = Path(path)
         write_table(self.to_arrow(), path)
-        sidecar = sidecar_path(path)
-        tmp = sidecar.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, sidecar)
+        write_json(self.meta, sidecar_path(path))
         return path
 
     @classmethod
@@ -236,7 +235,7 @@ class NeuronIndex:
         raw = (table.schema.metadata or {}).get(META_KEY)
         meta = json.loads(raw) if raw else {}
         if not meta and sidecar_path(path).exists():
-            meta = json.loads(sidecar_path(path).read_text())
+            meta = read_json(sidecar_path(path))
         if "rank" in table.column_names:
             table = table.sort_by("rank")
         return cls(table.column("layer").to_numpy(), np.asarray(table.column("module").to_pylist(), dtype=object),
@@ -248,12 +247,22 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def as_k(value: int | float) -> int | float:
+    """A config k as the type ``resolve_k`` reads: a whole count as int (2.0 -> 2), a fraction as float; 1.5 is an
+    error, never silently truncated."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise NeuronIndexError(f"k must be a count >= 0 or a fraction in (0, 1), got {value!r}")
+    if value >= 1 and float(value) != int(value):
+        raise NeuronIndexError(f"k must be a whole count or a fraction below 1, got {value!r}")
+    return int(value) if value >= 1 or isinstance(value, int) else float(value)
+
+
 def resolve_k(k: int | float, total: int) -> int:
-    """A neuron count from an int count or a fraction (0 < k < 1) of all neurons."""
-    if isinstance(k, bool) or k < 0:
-        raise NeuronIndexError(f"k must be a count >= 0 or a fraction in (0, 1), got {k!r}")
-    if isinstance(k, float) and k < 1:
+    """A neuron count from an int count or a fraction (0 < k < 1) of all neurons; a count above ``total`` is an
+    error (it is never cut down to fit)."""
+    k = as_k(k)
+    if isinstance(k, float):
         return int(round(k * total))
-    if float(k) != int(k):
-        raise NeuronIndexError(f"k must be a whole count or a fraction below 1, got {k!r}")
-    return min(int(k), total)
+    if k > total:
+        raise NeuronIndexError(f"k = {k} exceeds the {total} neurons there are")
+    return k

@@ -235,12 +235,6 @@ def _factor_entries(tensors: Mapping[str, torch.Tensor], spec: ArchSpec, origin:
     return found, ignored
 
 
-def mask_neuron_scores(masks: Mapping[str, torch.Tensor], origin: str = "masks", model_type: str | None = None,
-                       ) -> tuple[dict[str, np.ndarray], int]:
-    """Per-module ``[layers, size]`` kept fraction of the mask entries touching each neuron, and tensors ignored."""
-    return adapter_neuron_scores(masks, origin, model_type, kind="masks")
-
-
 def adapter_neuron_scores(tensors: Mapping[str, torch.Tensor], origin: str = "masks", model_type: str | None = None,
                           *, kind: str = "masks") -> tuple[dict[str, np.ndarray], int]:
     """Per-module ``[layers, size]`` neuron scores from LoRA-entry masks or scores, and the tensors ignored.
@@ -283,11 +277,11 @@ def _kept_fraction(kept: np.ndarray, entries: np.ndarray) -> np.ndarray:
 
 def load_mask_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Raw mask or score tensors (dtype kept: bool means masks, float means entry scores)."""
-    from safetensors.torch import load_file
+    from .artifacts import read_safetensors
 
     if not Path(path).exists():
         raise OverlapError(f"mask file {path} does not exist")
-    return load_file(str(path))
+    return read_safetensors(path)
 
 
 # ----------------------------------------------------------------------------- loading and shapes
@@ -458,7 +452,7 @@ DEFINITIONS = {
 
 def plot_overlap(section: dict, out_png: str | os.PathLike) -> None:
     """Heat maps of the Jaccard (chance level in brackets) and Spearman matrices, one row per module."""
-    from .report import pyplot, save_figure
+    from .plotting import pyplot, save_figure
 
     plt = pyplot()
 
@@ -525,7 +519,7 @@ def _text_color(value: float, limits: tuple[float, float]) -> str:
 def overlap_files(methods: Mapping[str, str | os.PathLike], out_json: str | os.PathLike,
                   out_png: str | os.PathLike, cfg: OverlapConfig | None = None) -> dict:
     """Workflow entry: write the overlap section (JSON) and its heat map."""
-    from .report import write_json
+    from .atomic import write_json
 
     section = overlap_section(methods, cfg)
     write_json(section, out_json)

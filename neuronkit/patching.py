@@ -1,4 +1,4 @@
-"""Dynamic activation patching (Finding Safety Neurons, A3) and its static controls.
+"""Dynamic activation patching (Finding Safety Neurons; docs/methods.md, A3) and its static controls.
 
 *Guided* patching: while the unaligned model U generates, the aligned model A runs on U's own
 tokens with its own KV cache, and U's selected MLP neurons take A's activations at the same
@@ -21,7 +21,6 @@ from A's per-neuron mean and std. Every context manager removes its hooks on exi
 
 from __future__ import annotations
 
-import json
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -29,7 +28,7 @@ from typing import Iterator, Mapping
 import torch
 
 from .archs import decoder_layers, submodule
-from .hooks import on_sites
+from .hooks import hooked, on_sites
 
 PATCH_VALUES = ("guided", "mean", "zero", "noise")
 PATCH_MODES = ("two_model", "fused")
@@ -171,10 +170,7 @@ def guided_two_model(model_u, model_a, neurons: Neurons) -> Iterator[None]:
     with ExitStack() as stack:
         stack.enter_context(on_sites(model_a, {(l, "mlp"): hold(l) for l in neurons}))
         stack.enter_context(on_sites(model_u, {(l, "mlp"): _copy_from(held, l, ids) for l, ids in neurons.items()}))
-        handle = dec_u.register_forward_pre_hook(run_guide, with_kwargs=True)
-        stack.callback(handle.remove)
-        after = dec_u.register_forward_hook(check_in_step, with_kwargs=True)
-        stack.callback(after.remove)
+        stack.enter_context(hooked([(dec_u, "pre_kw", run_guide), (dec_u, "post_kw", check_in_step)]))
         yield
 
 
@@ -223,24 +219,14 @@ def static_patch(model_u, neurons: Neurons, value: str, *, mean: torch.Tensor | 
 
 
 def lora_deltas(adapter_dir: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
-    """``module path -> (A, B, scale)`` of a plain LoRA adapter directory (no DoRA, no bias)."""
-    from safetensors.torch import load_file
+    """``module path -> (A, B, scale)`` of a plain LoRA adapter directory (``lora.lora_factors``: per-module alpha
+    and rank patterns honoured)."""
+    from .lora import AdapterError, lora_factors
 
-    adapter_dir = Path(adapter_dir)
-    cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-    if cfg.get("peft_type") != "LORA":
-        raise PatchingError(f"fused patching needs LoRA adapters; {adapter_dir} is {cfg.get('peft_type')}")
-    if cfg.get("use_dora") or cfg.get("bias", "none") != "none" or cfg.get("fan_in_fan_out"):
-        raise PatchingError(f"fused patching supports plain LoRA only; {adapter_dir} uses DoRA, bias or fan_in_fan_out")
-    rank, alpha = cfg["r"], cfg["lora_alpha"]
-    scale = alpha / (rank ** 0.5) if cfg.get("use_rslora") else alpha / rank
-    weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
-    out = {}
-    for key, a in weights.items():
-        if key.endswith(".lora_A.weight"):
-            path = key[: -len(".lora_A.weight")].removeprefix("base_model.model.")
-            out[path] = (a, weights[key.replace(".lora_A.", ".lora_B.")], scale)
-    return out
+    try:
+        return lora_factors(adapter_dir)
+    except AdapterError as err:
+        raise PatchingError(f"fused patching needs plain LoRA adapters: {err}") from None
 
 
 def adapter_chain(ckpt_dir: str | Path) -> list[Path]:
@@ -326,18 +312,12 @@ def guided_fused(model_u, adapters: list[Path], neurons: Neurons) -> Iterator[No
             return h
         return fn
 
-    base = model_u
+    decoder = submodule(model_u, "decoder")
     with ExitStack() as stack:
-        for adapter in deltas:
-            for path, (a, b, scale) in adapter.items():
-                handle = base.get_submodule(path).register_forward_hook(add_delta(a, b, scale))
-                stack.callback(handle.remove)
+        stack.enter_context(hooked((model_u.get_submodule(path), "post", add_delta(a, b, scale))
+                                   for adapter in deltas for path, (a, b, scale) in adapter.items()))
         stack.enter_context(on_sites(model_u, {(l, "mlp"): copy_guide_rows(l, ids) for l, ids in neurons.items()}))
-        decoder = submodule(model_u, "decoder")
-        pre = decoder.register_forward_pre_hook(double_rows, with_kwargs=True)
-        stack.callback(pre.remove)
-        post = decoder.register_forward_hook(keep_u_rows)
-        stack.callback(post.remove)
+        stack.enter_context(hooked([(decoder, "pre_kw", double_rows), (decoder, "post", keep_u_rows)]))
         yield
 
 
@@ -427,7 +407,7 @@ def perplexity_file(u_ckpt, a_ckpt, index_path, text_parquet, *, ks, mode: str =
     ``safety_k<label>`` and ``random_k<label>``.
     """
     from .data import read_table
-    from .evaluate import perplexity, perplexity_texts
+    from .perplexity import perplexity, perplexity_texts
     from .models import load_variant
     from .neurons import NeuronIndex
 

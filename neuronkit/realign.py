@@ -1,14 +1,12 @@
-"""NLSR realignment on LoRA adapter files: EXPO reference (C3), module similarity, selection, transplant (C5).
+"""NLSR realignment on LoRA adapter files: EXPO reference, module similarity, selection,
+transplant (docs/methods.md, C3 and C5).
 
-Everything here works on ``adapter_model.safetensors`` + ``adapter_config.json`` directly (no model
-is loaded, no pickle). The aligned, reference and attacked adapters share their LoRA modules and
-shapes, because the attack continues training the aligned adapter and EXPO only rescales it.
+Everything here works on adapter files read by :mod:`neuronkit.lora` (modules, factor keys, the delta scale; no
+model is loaded). The aligned, reference and attacked adapters share their LoRA modules and shapes, because the
+attack continues training the aligned adapter and EXPO only rescales it.
 
 Conventions:
 
-- a *module* is one adapted projection (layer x projection), named as in the adapter file without
-  the factor suffix, e.g. ``base_model.model.model.layers.3.mlp.down_proj``;
-- its LoRA delta is ``s * B @ A`` with ``s = alpha / r`` (``alpha / sqrt(r)`` with ``use_rslora``);
 - masks (from :mod:`neuronkit.scores.adapter_scores`) are per factor tensor (``lora_A.weight`` and
   ``lora_B.weight``) and mark the safety-critical entries;
 - similarity (default ``"delta"``, as the public NLSR code): cosine between
@@ -21,11 +19,8 @@ Conventions:
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -33,97 +28,14 @@ from typing import Mapping, Sequence
 import torch
 
 from . import manifest
+from .atomic import atomic_dir, write_json
+from .lora import WEIGHTS, AdapterError, factor_keys, layer_of, lora_modules, lora_scale, read_adapter, write_adapter
 
-WEIGHTS = "adapter_model.safetensors"
-CONFIG = "adapter_config.json"
 SUMMARY = "realign.json"
 EXPO_MODES = ("exact", "legacy_both_factors")
 MODES = ("adaptive", "threshold", "layer")
 ORDERINGS = ("low_similarity_first", "high_similarity_first")
 SIMILARITIES = ("delta", "factors")
-_A, _B = ".lora_A.weight", ".lora_B.weight"
-_LAYER = re.compile(r"\.layers\.(\d+)\.")
-
-
-class AdapterError(ValueError):
-    """An adapter directory cannot be used for EXPO or realignment."""
-
-
-# ----------------------------------------------------------------------------- adapter files
-
-
-def read_adapter(adapter_dir: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """The LoRA tensors and adapter config of a PEFT directory, checked to be plain LoRA."""
-    from safetensors.torch import load_file
-
-    d = Path(adapter_dir)
-    if not (d / WEIGHTS).is_file() or not (d / CONFIG).is_file():
-        raise AdapterError(f"{d}: expected {WEIGHTS} and {CONFIG} (a PEFT LoRA adapter saved with safetensors)")
-    config = json.loads((d / CONFIG).read_text())
-    if config.get("peft_type", "LORA") != "LORA":
-        raise AdapterError(f"{d}: peft_type {config.get('peft_type')!r} is not LORA")
-    if config.get("use_dora"):
-        raise AdapterError(f"{d}: DoRA adapters are not supported (their delta is not linear in lora_B)")
-    if config.get("modules_to_save"):
-        raise AdapterError(f"{d}: modules_to_save (full-weight copies) are not supported")
-    tensors = load_file(str(d / WEIGHTS))
-    if not lora_modules(tensors):
-        raise AdapterError(f"{d}: no lora_A/lora_B weight pairs in {WEIGHTS}")
-    return tensors, config
-
-
-def write_adapter(out_dir: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
-                  config_src: str | os.PathLike) -> Path:
-    """A PEFT directory: the tensors as safetensors and the config copied byte for byte."""
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: tensors[k].contiguous() for k in sorted(tensors)}, str(out / WEIGHTS), metadata={"format": "pt"})
-    shutil.copyfile(Path(config_src) / CONFIG, out / CONFIG)
-    return out
-
-
-def _natural_key(name: str) -> list:
-    """layers.2 before layers.10."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-def lora_modules(tensors: Mapping[str, torch.Tensor]) -> list[str]:
-    """Module names that have both LoRA factors, in natural (layer) order."""
-    names = [k[: -len(_A)] for k in tensors if k.endswith(_A) and k[: -len(_A)] + _B in tensors]
-    return sorted(names, key=_natural_key)
-
-
-def factor_keys(module: str) -> tuple[str, str]:
-    """Adapter-file keys of a module's (lora_A, lora_B) weights."""
-    return module + _A, module + _B
-
-
-def layer_of(module: str) -> int | None:
-    """Decoder layer index of a module name, or None outside the layer stack."""
-    match = _LAYER.search(module + ".")
-    return int(match.group(1)) if match else None
-
-
-def _pattern_value(patterns: Mapping[str, float], module: str, default: float) -> float:
-    """peft's rank/alpha pattern lookup: a key matches the end of the dotted module name."""
-    for key, value in (patterns or {}).items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return value
-    return default
-
-
-def lora_scale(config: Mapping, module: str, r: int) -> float:
-    """The factor s in delta = s * B @ A: alpha / r, or alpha / sqrt(r) with use_rslora."""
-    alpha = _pattern_value(config.get("alpha_pattern") or {}, module, config["lora_alpha"])
-    return alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
-
-
-def lora_delta(tensors: Mapping[str, torch.Tensor], config: Mapping, module: str) -> torch.Tensor:
-    """The module's weight delta s * B @ A (float64)."""
-    a, b = (tensors[k].double() for k in factor_keys(module))
-    return lora_scale(config, module, a.shape[0]) * (b @ a)
 
 
 def _relative_parent(child_dir: str | os.PathLike, parent_rel: str, out_dir: str | os.PathLike) -> str:
@@ -179,13 +91,16 @@ def expo(aligned_dir: str | os.PathLike, out_dir: str | os.PathLike, *, alpha: f
     var = _read_adapter_variant(aligned_dir, "aligned")
     tensors, _ = read_adapter(aligned_dir)
     ref = expo_tensors(tensors, alpha, mode)
-    out = write_adapter(out_dir, ref, aligned_dir)
+    out = Path(out_dir)
     fa, fb = expo_factors(alpha, mode)
-    manifest.write(out, manifest.Variant(
-        name=name, model=var.model, kind="adapter", parent=_relative_parent(aligned_dir, var.parent, out),
-        method="expo", params={"alpha": alpha, "mode": mode, "delta_factor": fa * fb, "aligned_method": var.method},
-        inputs=manifest.hash_inputs({"aligned": Path(aligned_dir) / WEIGHTS}),
-    ))
+    with atomic_dir(out) as tmp:
+        write_adapter(tmp, ref, aligned_dir)
+        manifest.write(tmp, manifest.Variant(
+            name=name, model=var.model, kind="adapter", parent=_relative_parent(aligned_dir, var.parent, out),
+            method="expo", params={"alpha": alpha, "mode": mode, "delta_factor": fa * fb,
+                                   "aligned_method": var.method},
+            inputs=manifest.hash_inputs({"aligned": Path(aligned_dir) / WEIGHTS}),
+        ))
     return out
 
 
@@ -381,13 +296,15 @@ def realign(attacked_dir: str | os.PathLike, reference_dir: str | os.PathLike, o
     ref, ref_config = read_adapter(reference_dir)
     masks = load_masks(masks_path) if masks_path is not None else None
     tensors, summary = realign_tensors(ft, ref, masks, cfg, ft_config=ft_config, ref_config=ref_config)
-    out = write_adapter(out_dir, tensors, attacked_dir)
+    out = Path(out_dir)
     named = {"attacked": Path(attacked_dir) / WEIGHTS, "reference": Path(reference_dir) / WEIGHTS}
     if masks_path is not None:
         named["masks"] = masks_path
-    manifest.write(out, manifest.Variant(
-        name=name, model=var.model, kind="adapter", parent=_relative_parent(attacked_dir, var.parent, out),
-        method="nlsr", params=asdict(cfg), inputs=manifest.hash_inputs(named),
-    ))
-    (out / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    with atomic_dir(out) as tmp:
+        write_adapter(tmp, tensors, attacked_dir)
+        write_json(summary, tmp / SUMMARY)
+        manifest.write(tmp, manifest.Variant(
+            name=name, model=var.model, kind="adapter", parent=_relative_parent(attacked_dir, var.parent, out),
+            method="nlsr", params=asdict(cfg), inputs=manifest.hash_inputs(named),
+        ))
     return summary

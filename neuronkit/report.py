@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from . import __version__, manifest
+from .artifacts import read_json
+from .plotting import pyplot, save_figure
 
 
 def variant_summary(ckpt_dir: str | os.PathLike) -> dict:
@@ -22,33 +23,8 @@ def build_report(model: str, sections: Mapping[str, str | os.PathLike], variant_
     report = {"model": model, "neuronkit_version": __version__,
               "variants": {Path(d).name: variant_summary(d) for d in variant_dirs}}
     for name, path in sections.items():
-        report[name] = json.loads(Path(path).read_text())
+        report[name] = read_json(path)
     return report
-
-
-def write_json(obj: dict, path: str | os.PathLike) -> None:
-    """Stable, atomic JSON output (the folder is made when missing)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend (jobs run without a display)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, out_png) -> None:
-    """PNG without the software-version stamp, so identical inputs give identical bytes; frees the figure."""
-    fig.savefig(out_png, metadata={"Software": None})
-    pyplot().close(fig)
 
 
 def plot_restore_curve(section: dict, out_png) -> None:

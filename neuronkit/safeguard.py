@@ -1,4 +1,5 @@
-"""Safeguard (Finding Safety Neurons, A5): predict an unsafe answer from neuron activations before generation.
+"""Safeguard (Finding Safety Neurons; docs/methods.md, A5): predict an unsafe answer from neuron activations before
+generation.
 
 Features are the activations of the top-k neurons at the last prompt token. A standardised,
 L2-regularised logistic regression (fitted with L-BFGS in float64, so it is deterministic)

@@ -1,6 +1,6 @@
 """SN-Tune / RSN-Tune (Zhao et al., ICLR 2025): fine-tune only the safety neurons' parameters.
 
-A safety neuron owns a slice of a few weight matrices (METHODS.md B3):
+A safety neuron owns a slice of a few weight matrices (docs/methods.md, B3):
 
 - MLP neuron i: row i of ``up_proj`` (and of ``gate_proj`` with ``tune_gate``) and column i of
   ``down_proj``;
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -55,7 +54,7 @@ MATRICES: dict[str, tuple[str, str, int]] = {
 
 @dataclass(frozen=True)
 class SNTuneConfig:
-    """SN-Tune settings; defaults are the paper's (METHODS.md B3) except ``format`` (our evals use chat)."""
+    """SN-Tune settings; defaults are the paper's (docs/methods.md, B3) except ``format`` (our evals use chat)."""
 
     learning_rate: float = 1e-6          # paper 1e-6 (its code used 2e-6)
     epochs: int = 1
@@ -231,15 +230,11 @@ class NeuronDeltas(torch.nn.Module):
     @contextmanager
     def attached(self) -> Iterator["NeuronDeltas"]:
         """Add each delta to its projection's output while inside the block; hooks are removed on exit."""
-        handles = []
-        try:
-            for t, delta in zip(self.targets, self.deltas):
-                module = linear_of(self._model[0], t.layer, t.matrix)
-                handles.append(module.register_forward_hook(_delta_hook(t, delta)))
+        from .hooks import hooked
+
+        with hooked((linear_of(self._model[0], t.layer, t.matrix), "post", _delta_hook(t, delta))
+                    for t, delta in zip(self.targets, self.deltas)):
             yield self
-        finally:
-            for handle in handles:
-                handle.remove()
 
     @torch.no_grad()
     def fold(self) -> None:
@@ -528,21 +523,22 @@ def _summary(model, neurons: NeuronIndex, deltas: NeuronDeltas, result: TrainRes
 
 
 def save_checkpoint(model: torch.nn.Module, tok, out_dir: str | os.PathLike, variant: manifest.Variant) -> Path:
-    """safetensors + tokenizer + variant.json, written beside the target and renamed so no partial dir remains."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    """safetensors + tokenizer + variant.json, written atomically (``atomic.atomic_dir``): no partial dir remains."""
+    from .atomic import atomic_dir
+
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         manifest.write(tmp, variant)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)
+
+
+TIMING_KEYS = ("seconds", "seconds_per_step")
+
+
+def without_timing(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary without wall-clock fields, so identical runs write identical artifacts (timings go to the log)."""
+    return {k: v for k, v in summary.items() if k not in TIMING_KEYS}
 
 
 def sn_tune(parent_dir: str | os.PathLike, out_dir: str | os.PathLike, index: NeuronIndex, harmful,
@@ -555,8 +551,7 @@ def sn_tune(parent_dir: str | os.PathLike, out_dir: str | os.PathLike, index: Ne
     torch.manual_seed(cfg.seed)
     model, tok = load_variant(parent_dir, device=pick_device(), dtype=cfg.dtype)
     summary = tune_model(model, tok, index, harmful, cfg, foundation=foundation, benign=benign, progress=progress)
-    timing = {"seconds_per_step", "seconds"}
-    params = {**asdict(cfg), **{k: v for k, v in summary.items() if k not in timing | {"method"}}}
+    params = {**asdict(cfg), **{k: v for k, v in without_timing(summary).items() if k != "method"}}
     variant = manifest.Variant(name=summary["method"], model=model_name, kind="full", method=summary["method"],
                                parent=os.path.relpath(parent_dir, out_dir), params=params, inputs=inputs or {})
     save_checkpoint(model, tok, out_dir, variant)

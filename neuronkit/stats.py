@@ -65,18 +65,18 @@ class PairedStats:
         """safetensors ``[L, N]`` tensors named as in the artifact contract (metadata as one JSON string)."""
         from safetensors.torch import save_file
 
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
+        from .atomic import atomic_file
+
         header = {"neuronkit": json.dumps(metadata or {}, sort_keys=True)}  # one key: stable header bytes
-        save_file({k: getattr(self, k).contiguous() for k in STAT_KEYS}, str(tmp), metadata=header)
-        os.replace(tmp, path)
-        return path
+        with atomic_file(path) as tmp:
+            save_file({k: getattr(self, k).contiguous() for k in STAT_KEYS}, str(tmp), metadata=header)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PairedStats":
-        from safetensors.torch import load_file
+        from .artifacts import read_safetensors
 
-        tensors = load_file(str(path))
+        tensors = read_safetensors(path)
         missing = [k for k in STAT_KEYS if k not in tensors]
         if missing:
             raise ValueError(f"activation statistics {path}: missing tensors {missing}")

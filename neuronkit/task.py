@@ -1,6 +1,6 @@
 """A builtin downstream task (sentence sentiment) and its exact-match accuracy, for the NLSR attack.
 
-The harmful fine-tuning attack (METHODS C2) needs a user task to fine-tune on and to score after
+The harmful fine-tuning attack (docs/methods.md, C2) needs a user task to fine-tune on and to score after
 realignment. ``sentiment_rows(split)`` writes one offline, in the spirit of SST-2: short sentences
 built from a subject, a sentiment adjective and a frame, labelled ``positive`` or ``negative``.
 
@@ -103,7 +103,7 @@ def is_correct(response: str | None, gold: str) -> bool:
 
 def task_accuracy(responses: Sequence[str | None], golds: Sequence[str]) -> dict:
     """Accuracy in percent with k, n and a 95% Wilson interval, so a report can say how sure it is."""
-    from .evaluate import wilson_interval
+    from .significance import wilson_interval
 
     if len(responses) != len(golds):
         raise ValueError(f"task accuracy: {len(responses)} responses but {len(golds)} gold labels")

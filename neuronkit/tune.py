@@ -191,32 +191,43 @@ def train_adapter(parent_dir: str | os.PathLike, out_dir: str | os.PathLike, row
     """Train one adapter stage on ``rows`` over the parent checkpoint and save it with its manifest."""
     if not rows:
         raise ValueError(f"{variant_name}: no training rows")
+    from .atomic import atomic_dir
+
     out = Path(out_dir)
     device = pick_device()
     model, tok = load_variant(parent_dir, device=device, merge=True)
     model.train()
-    with quiet_checkpointing_probe():
-        trainer = _build_trainer(cfg, model, tok, rows, out, device)
-        result = trainer.train()
-    trainer.model.save_pretrained(str(out))
-    _drop_trainer_dir(out / "trainer")
-    params = asdict(cfg)
-    params["train_loss"] = float(result.training_loss)
-    params["n_rows"] = len(rows)
-    if data:
-        params["data"] = data
-    manifest.write(out, manifest.Variant(
-        name=variant_name, model=model_name, kind="adapter", parent=os.path.relpath(parent_dir, out),
-        method=cfg.method, params=params, inputs=inputs or {},
-    ))
+    with atomic_dir(out) as tmp:
+        with quiet_checkpointing_probe():
+            trainer = _build_trainer(cfg, model, tok, rows, tmp, device)
+            result = trainer.train()
+        save_adapter(trainer, tmp)
+        params = asdict(cfg)
+        params["train_loss"] = float(result.training_loss)
+        params["n_rows"] = len(rows)
+        if data:
+            params["data"] = data
+        manifest.write(tmp, manifest.Variant(
+            name=variant_name, model=model_name, kind="adapter", parent=os.path.relpath(parent_dir, out),
+            method=cfg.method, params=params, inputs=inputs or {},
+        ))
     return out
 
 
-def _drop_trainer_dir(path: Path) -> None:
-    """The trainer's scratch folder is not part of the checkpoint."""
+def save_adapter(trainer, out: Path) -> None:
+    """The trained adapter without the trainer's scratch folder, its config's module lists sorted (peft writes
+    them in set order, which changes between identical runs)."""
+    import json
     import shutil
 
-    shutil.rmtree(path, ignore_errors=True)
+    trainer.model.save_pretrained(str(out))
+    shutil.rmtree(out / "trainer", ignore_errors=True)
+    config_path = out / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    for key, value in config.items():
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            config[key] = sorted(value)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 # ----------------------------------------------------------------------------- workflow stages

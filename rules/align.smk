@@ -17,7 +17,7 @@ rule self_answers:
     params:
         gen=params_of("self_answers"),
         seed=config["seed"],
-        code=code_hash("generate", "models", "data", "manifest", "archs"),
+        code=script_code("self_answers"),
     script:
         "../workflow_scripts/self_answers.py"
 
@@ -44,7 +44,7 @@ rule sft:
         datasets=alignment_datasets(),
         judge=config["judge"],
         seed=config["seed"],
-        code=code_hash("tune", "alignment_data", "judge", "models", "data", "manifest", "archs", "builtin_data"),
+        code=script_code("sft"),
     script:
         "../workflow_scripts/sft.py"
 
@@ -74,6 +74,6 @@ rule preference:
         datasets=alignment_datasets(),
         judge=config["judge"],
         seed=config["seed"],
-        code=code_hash("tune", "alignment_data", "judge", "models", "data", "manifest", "archs", "builtin_data"),
+        code=script_code("preference"),
     script:
         "../workflow_scripts/preference.py"

@@ -1,8 +1,8 @@
 # Helpers shared by every rule file (config validation, paths, per-model params, code hashes).
 # No rules here.
 
-import hashlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -17,9 +17,10 @@ os.environ.update(
 )
 
 from neuronkit.alignment_data import AlignmentDataConfig  # noqa: E402
+from neuronkit.codehash import script_code_hash  # noqa: E402
 from neuronkit.config import ConfigError, stage_params, validate_config  # noqa: E402
 from neuronkit.data import DatasetError, DatasetSpec, check_source, local_source  # noqa: E402
-from neuronkit.models import identity  # noqa: E402
+from neuronkit.models import REMOTE_CODE_ENV, identity  # noqa: E402
 
 try:
     VALID = validate_config(config)
@@ -38,6 +39,8 @@ except DatasetError as err:
     raise WorkflowError(str(err)) from None
 
 MODELS = list(config["models"])
+# trust_remote_code comes from the config, never from a checkpoint's manifest: jobs read it from this variable.
+os.environ[REMOTE_CODE_ENV] = ",".join(m for m in MODELS if config["models"][m]["trust_remote_code"])
 DATASETS = list(config["datasets"])
 
 
@@ -46,21 +49,18 @@ CHECKPOINT_VARIANTS = r"base|sft|aligned|sntune|rsntune|reference|(?:(?:attacked
 
 
 wildcard_constraints:
-    model="|".join(MODELS),
-    dataset="|".join(DATASETS),
-    variant=r"base|sft|aligned|sntune|rsntune|reference|(?:(?:attacked|nlsr)_p[0-9.]+)"
-    r"|(?:patch_(?:safety|random)_k[0-9.]+)|(?:deact_(?:safety|random))",
+    model="|".join(map(re.escape, MODELS)),
+    dataset="|".join(map(re.escape, DATASETS)),
+    variant=CHECKPOINT_VARIANTS + r"|(?:patch_(?:safety|random)_k[0-9.]+)|(?:deact_(?:safety|random))",
     p=r"[0-9.]+",
     selection="safety|random",
     k=r"[0-9.]+",
 
 
-def code_hash(*modules):
-    """Hash of the neuronkit modules a rule uses, so that a code change reruns exactly that rule."""
-    digest = hashlib.sha256()
-    for name in sorted(set(modules) | {"__init__"}):
-        digest.update((WORKFLOW_ROOT / "neuronkit" / f"{name}.py").read_bytes())
-    return digest.hexdigest()[:16]
+def script_code(script):
+    """Hash of every neuronkit file the rule's script can import (neuronkit.codehash): editing one reruns exactly
+    the rules that can run it."""
+    return script_code_hash(WORKFLOW_ROOT / "workflow_scripts" / f"{script}.py", WORKFLOW_ROOT)
 
 
 def model_cfg(model):
@@ -206,7 +206,7 @@ def report_json(model):
 
 def regex_of(names):
     """A wildcard regex matching exactly these names (or nothing)."""
-    return "|".join(names) if names else "(?!x)x"
+    return "|".join(map(re.escape, names)) if names else "(?!x)x"
 
 
 def perplexity_dataset(model):

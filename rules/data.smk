@@ -14,6 +14,6 @@ rule prepare_dataset:
     params:
         spec=lambda wildcards: config["datasets"][wildcards.dataset],
         base_dir=str(WORKFLOW_ROOT),
-        code=code_hash("data", "builtin_data"),
+        code=script_code("prepare_dataset"),
     script:
         "../workflow_scripts/prepare_dataset.py"

@@ -19,7 +19,7 @@ rule generate:
     params:
         gen=params_of("generate"),
         seed=config["seed"],
-        code=code_hash("generate", "models", "data", "manifest", "archs"),
+        code=script_code("generate"),
     script:
         "../workflow_scripts/generate.py"
 
@@ -43,7 +43,7 @@ rule judge:
     params:
         judge=config["judge"],
         seed=config["seed"],
-        code=code_hash("judge", "evaluate", "models", "data", "manifest", "archs", "runtime"),
+        code=script_code("judge"),
     script:
         "../workflow_scripts/judge.py"
 
@@ -69,6 +69,6 @@ rule variant_perplexity:
     params:
         dataset=lambda wildcards: perplexity_dataset(wildcards.model),
         seed=config["seed"],
-        code=code_hash("evaluate", "models", "data", "report"),
+        code=script_code("variant_perplexity"),
     script:
         "../workflow_scripts/variant_perplexity.py"

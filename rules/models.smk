@@ -13,7 +13,7 @@ rule materialize:
         **model_job_resources(gpu=False),
     params:
         model=lambda wildcards: identity(model_cfg(wildcards.model)),
-        code=code_hash("models", "manifest", "archs"),
+        code=script_code("materialize"),
     script:
         "../workflow_scripts/materialize.py"
 
@@ -34,6 +34,6 @@ rule given_aligned:
             **identity(model_cfg(wildcards.model)),
             "aligned": model_cfg(wildcards.model)["aligned"],
         },
-        code=code_hash("models", "manifest", "archs"),
+        code=script_code("given_aligned"),
     script:
         "../workflow_scripts/given_aligned.py"

@@ -20,7 +20,7 @@ rule contrast:
     params:
         contrast=params_of("contrast"),
         seed=config["seed"],
-        code=code_hash("scores/contrast", "stats", "neurons", "hooks", "archs", "models", "data", "manifest"),
+        code=script_code("contrast"),
     script:
         "../workflow_scripts/contrast.py"
 
@@ -41,7 +41,7 @@ rule neurons_section:
         mem_mb=res("mem_mb"),
     params:
         patching=params_of("patching"),
-        code=code_hash("lens", "neurons", "models", "archs"),
+        code=script_code("neurons_section"),
     script:
         "../workflow_scripts/neurons_section.py"
 
@@ -73,6 +73,6 @@ rule safeguard:
     params:
         safeguard=params_of("safeguard"),
         seed=config["seed"],
-        code=code_hash("safeguard", "neurons", "hooks", "models", "data"),
+        code=script_code("safeguard"),
     script:
         "../workflow_scripts/safeguard.py"

@@ -11,7 +11,7 @@ rule expo:
         "../envs/model.yaml"
     params:
         nlsr=stage_keys("nlsr", "alpha", "expo_mode"),
-        code=code_hash("realign", "manifest"),
+        code=script_code("expo"),
     script:
         "../workflow_scripts/expo.py"
 
@@ -33,7 +33,7 @@ rule attack_mix:
         nlsr=stage_keys("nlsr", "n", "drop_refusals"),
         judge=config["judge"],
         seed=config["seed"],
-        code=code_hash("attack", "task", "judge", "data"),
+        code=script_code("attack_mix"),
     script:
         "../workflow_scripts/attack_mix.py"
 
@@ -57,7 +57,7 @@ rule attack:
     params:
         train=lambda wildcards: stage(wildcards.model, "nlsr")["attack"],
         seed=config["seed"],
-        code=code_hash("attack", "tune", "models", "data", "manifest"),
+        code=script_code("attack"),
     script:
         "../workflow_scripts/attack.py"
 
@@ -87,7 +87,7 @@ rule safety_masks:
     params:
         nlsr=stage_keys("nlsr", "keep_fraction", "calibration_keep"),
         seed=config["seed"],
-        code=code_hash("scores/adapter_scores", "models", "data", "manifest"),
+        code=script_code("safety_masks"),
     script:
         "../workflow_scripts/safety_masks.py"
 
@@ -109,7 +109,7 @@ rule nlsr:
     params:
         nlsr=stage_keys("nlsr", "mode", "rate", "epsilon", "ordering", "tau", "layers"),
         seed=config["seed"],
-        code=code_hash("realign", "scores/adapter_scores", "manifest"),
+        code=script_code("nlsr"),
     script:
         "../workflow_scripts/nlsr.py"
 
@@ -133,6 +133,6 @@ rule nlsr_section:
         "../envs/report.yaml"
     params:
         nlsr=params_of("nlsr"),
-        code=code_hash("evaluate", "task", "report", "data"),
+        code=script_code("nlsr_section"),
     script:
         "../workflow_scripts/nlsr_section.py"

@@ -21,7 +21,7 @@ rule patch_generate:
         gen=params_of("generate"),
         patching=stage_keys("patching", "value", "mode", "random_seed"),
         seed=config["seed"],
-        code=code_hash("patching", "generate", "neurons", "hooks", "stats", "models", "data", "archs"),
+        code=script_code("patch_generate"),
     script:
         "../workflow_scripts/patch_generate.py"
 
@@ -48,7 +48,7 @@ rule patch_perplexity:
         patching=stage_keys("patching", "mode", "random_seed", "ppl_dataset", "k_grid"),
         k_labels=lambda wildcards: k_labels(wildcards.model),
         seed=config["seed"],
-        code=code_hash("patching", "evaluate", "neurons", "hooks", "models", "data"),
+        code=script_code("patch_perplexity"),
     script:
         "../workflow_scripts/patch_perplexity.py"
 
@@ -74,6 +74,6 @@ rule patching_section:
         nested=lambda wildcards: patched_scored(wildcards.model),
         contrast=params_of("contrast"),
         patching=params_of("patching"),
-        code=code_hash("evaluate", "report", "data"),
+        code=script_code("patching_section"),
     script:
         "../workflow_scripts/patching_section.py"

@@ -12,7 +12,7 @@ rule evaluation_section:
         "../envs/report.yaml"
     params:
         labels=dict((d, lab) for d, lab in eval_datasets()),
-        code=code_hash("evaluate", "data"),
+        code=script_code("evaluation_section"),
     script:
         "../workflow_scripts/evaluation_section.py"
 
@@ -31,7 +31,7 @@ rule report:
         "../envs/report.yaml"
     params:
         sections=lambda wildcards: list(report_sections(wildcards.model)),
-        code=code_hash("report"),
+        code=script_code("report"),
     script:
         "../workflow_scripts/report.py"
 
@@ -57,7 +57,7 @@ rule overlap_section:
         "../envs/report.yaml"
     params:
         overlap=params_of("overlap"),
-        code=code_hash("overlap", "neurons", "archs", "report"),
+        code=script_code("overlap_section"),
     script:
         "../workflow_scripts/overlap_section.py"
 
@@ -89,7 +89,7 @@ rule report_plots:
     conda:
         "../envs/report.yaml"
     params:
-        code=code_hash("report"),
+        code=script_code("report_plots"),
     script:
         "../workflow_scripts/report_plots.py"
 
@@ -115,6 +115,6 @@ rule html_report:
         "../envs/report.yaml"
     params:
         plots=lambda wildcards: list(html_report_plots(wildcards)),
-        code=code_hash("html_report", "report"),
+        code=script_code("html_report"),
     script:
         "../workflow_scripts/html_report.py"

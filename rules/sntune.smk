@@ -22,7 +22,7 @@ rule plnd:
     params:
         plnd=params_of("plnd"),
         seed=config["seed"],
-        code=code_hash("scores/plnd", "neurons", "hooks", "archs", "models", "data"),
+        code=script_code("plnd"),
     script:
         "../workflow_scripts/plnd.py"
 
@@ -48,7 +48,7 @@ rule deactivate_generate:
         gen=params_of("generate"),
         deactivation=stage_keys("deactivation", "random_seed"),
         seed=config["seed"],
-        code=code_hash("deactivate", "generate", "hooks", "neurons", "models", "data"),
+        code=script_code("deactivate_generate"),
     script:
         "../workflow_scripts/deactivate_generate.py"
 
@@ -73,7 +73,7 @@ rule deactivation_perplexity:
     params:
         deactivation=stage_keys("deactivation", "random_seed"),
         seed=config["seed"],
-        code=code_hash("deactivate", "evaluate", "hooks", "neurons", "models", "data"),
+        code=script_code("deactivation_perplexity"),
     script:
         "../workflow_scripts/deactivation_perplexity.py"
 
@@ -105,7 +105,7 @@ rule sntune:
     params:
         sntune=params_of("sntune"),
         seed=config["seed"],
-        code=code_hash("sntune", "neurons", "archs", "models", "data", "manifest", "tune"),
+        code=script_code("sntune"),
     script:
         "../workflow_scripts/sntune.py"
 
@@ -122,6 +122,6 @@ rule sntune_section:
     conda:
         "../envs/report.yaml"
     params:
-        code=code_hash("evaluate", "neurons", "data"),
+        code=script_code("sntune_section"),
     script:
         "../workflow_scripts/sntune_section.py"

@@ -5,7 +5,7 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
 
 from neuronkit import runtime  # noqa: E402
 from neuronkit.lens import neurons_section  # noqa: E402
-from neuronkit.report import write_json  # noqa: E402
+from neuronkit.atomic import write_json  # noqa: E402
 
 sm = snakemake  # noqa: F821
 runtime.setup(seed=0, threads=sm.threads)

@@ -1,16 +1,17 @@
 """Report section: restore ratio curves (safety vs random), paired tests, perplexity; and the plot."""
-import json
 import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
 
+from neuronkit.artifacts import read_json  # noqa: E402
 from neuronkit.evaluate import restore_section  # noqa: E402
-from neuronkit.report import plot_restore_curve, write_json  # noqa: E402
+from neuronkit.atomic import write_json  # noqa: E402
+from neuronkit.report import plot_restore_curve  # noqa: E402
 
 sm = snakemake  # noqa: F821
 c, p = sm.params.contrast, sm.params.patching
 base = "results/" + sm.wildcards.model + "/scored/{variant}/{{dataset}}.parquet"
-perplexity = json.loads(open(sm.input.perplexity).read()) if "perplexity" in sm.input.keys() else None
+perplexity = read_json(sm.input.perplexity) if "perplexity" in sm.input.keys() else None
 section = restore_section(base.format(variant=c["unaligned"]), base.format(variant=c["aligned"]), sm.params.nested,
                           perplexity)
 section.update(variants={"aligned": c["aligned"], "unaligned": c["unaligned"]}, mode=p["mode"], value=p["value"],

@@ -4,7 +4,7 @@ import sys
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
 
 from neuronkit.evaluate import sntune_section  # noqa: E402
-from neuronkit.report import write_json  # noqa: E402
+from neuronkit.atomic import write_json  # noqa: E402
 
 sm = snakemake  # noqa: F821
 perplexities = dict(zip(("before", "sntune", "rsntune"), sm.input.perplexity))

@@ -4,7 +4,7 @@ import sys
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
 
 from neuronkit import runtime  # noqa: E402
-from neuronkit.evaluate import variant_perplexity_file  # noqa: E402
+from neuronkit.perplexity import variant_perplexity_file  # noqa: E402
 
 sm = snakemake  # noqa: F821
 runtime.setup(seed=sm.params.seed, threads=sm.threads)

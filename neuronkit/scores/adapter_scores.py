@@ -1,4 +1,4 @@
-"""Safety-critical LoRA weights (NLSR step C4): SNIP, Wanda and low-rank scores on adapter factors.
+"""Safety-critical LoRA weights (NLSR; docs/methods.md, C4): SNIP, Wanda and low-rank scores on adapter factors.
 
 Scores are computed per LoRA weight tensor (``lora_A`` ``[r, in]`` and ``lora_B`` ``[out, r]`` of
 every adapted module) on a live PEFT model, from calibration examples whose targets are the
@@ -28,7 +28,6 @@ Only streaming sums are kept: the squared norm of every input feature of ``lora_
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -36,6 +35,9 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import torch
+
+from ..hooks import hooked
+from ..lora import factor_keys
 
 METHODS = ("snip", "wanda", "lowrank")
 GRANULARITIES = ("row", "tensor")
@@ -123,7 +125,7 @@ def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- LoRA modules
 
 
-def lora_modules(model) -> dict[str, tuple[torch.nn.Linear, torch.nn.Linear]]:
+def live_lora_layers(model) -> dict[str, tuple[torch.nn.Linear, torch.nn.Linear]]:
     """Adapted module name (as in the adapter file) -> its active (lora_A, lora_B) linears."""
     from peft.tuners.lora import LoraLayer
 
@@ -136,11 +138,6 @@ def lora_modules(model) -> dict[str, tuple[torch.nn.Linear, torch.nn.Linear]]:
     if not found:
         raise ValueError("the model has no active LoRA layer: load the adapter with merge=False")
     return found
-
-
-def tensor_names(module_name: str) -> tuple[str, str]:
-    """The adapter-file keys of a module's two LoRA factors."""
-    return f"{module_name}.lora_A.weight", f"{module_name}.lora_B.weight"
 
 
 class _ActStats:
@@ -170,29 +167,24 @@ def _progress(items: Iterable, desc: str, total: int | None = None):
 
 def collect_activation_stats(model, batches: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, _ActStats]:
     """One no-grad pass over the batches with hooks that remove themselves, errors included."""
-    modules = lora_modules(model)
+    modules = live_lora_layers(model)
     stats = {name: _ActStats(a) for name, (a, _) in modules.items()}
     device = next(model.parameters()).device
-    handles = [modules[n][0].register_forward_hook(s.hook) for n, s in stats.items()]
-    try:
-        with torch.no_grad():
-            for batch in _progress(batches, "activation stats"):
-                pos = loss_positions(batch["labels"]).to(device)
-                for s in stats.values():
-                    s.positions = pos
-                model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-    finally:
-        for h in handles:
-            h.remove()
+    with torch.no_grad(), hooked((modules[n][0], "post", s.hook) for n, s in stats.items()):
+        for batch in _progress(batches, "activation stats"):
+            pos = loss_positions(batch["labels"]).to(device)
+            for s in stats.values():
+                s.positions = pos
+            model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
     return stats
 
 
 def sum_abs_grads(model, batches: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """``sum_s |dL_s/dW|`` per LoRA tensor, one backward pass per calibration sample."""
-    modules = lora_modules(model)
+    modules = live_lora_layers(model)
     params = {}
     for name, (a, b) in modules.items():
-        key_a, key_b = tensor_names(name)
+        key_a, key_b = factor_keys(name)
         params[key_a], params[key_b] = a.weight, b.weight
     totals = {k: torch.zeros_like(p, dtype=torch.float64, device="cpu") for k, p in params.items()}
     device = next(model.parameters()).device
@@ -226,8 +218,8 @@ def _accumulate_grads(model, batches, params: dict, totals: dict, device: torch.
 def _weights(model) -> dict[str, torch.Tensor]:
     """Every LoRA factor by adapter-file key, detached, float64 on CPU."""
     out = {}
-    for name, (a, b) in lora_modules(model).items():
-        key_a, key_b = tensor_names(name)
+    for name, (a, b) in live_lora_layers(model).items():
+        key_a, key_b = factor_keys(name)
         out[key_a], out[key_b] = a.weight.detach().double().cpu(), b.weight.detach().double().cpu()
     return out
 
@@ -245,7 +237,7 @@ def wanda_scores(model, batches, stats: Mapping[str, _ActStats] | None = None) -
     weights = _weights(model)
     out = {}
     for name, s in stats.items():
-        key_a, key_b = tensor_names(name)
+        key_a, key_b = factor_keys(name)
         out[key_a] = weights[key_a].abs() * s.sq_in.sqrt()[None, :]
         out[key_b] = weights[key_b].abs() * torch.diagonal(s.gram_z).clamp_min(0).sqrt()[None, :]
     return out
@@ -273,7 +265,7 @@ def lowrank_scores(model, batches, rank_fraction: float = 0.8,
     weights = _weights(model)
     out = {}
     for name, s in stats.items():
-        key_a, key_b = tensor_names(name)
+        key_a, key_b = factor_keys(name)
         w_a, w_b = weights[key_a], weights[key_b]
         out[key_a] = lowrank_project(w_a, s.gram_z, _keep_rank(w_a, rank_fraction)).abs()
         v = _b_output_basis(w_b, s.gram_z, _keep_rank(w_b, rank_fraction))
@@ -336,11 +328,12 @@ def save_masks(masks: Mapping[str, torch.Tensor], path: str | os.PathLike, meta:
     """Masks as bool safetensors plus a ``.json`` sidecar with sorted keys (identical runs, identical bytes)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: masks[k].bool().contiguous() for k in sorted(masks)}, str(path), metadata={"format": "pt"})
-    sidecar_path(path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return path
+    from ..atomic import atomic_file, write_json
+
+    with atomic_file(path) as tmp:
+        save_file({k: masks[k].bool().contiguous() for k in sorted(masks)}, str(tmp), metadata={"format": "pt"})
+    write_json(meta, sidecar_path(path))
+    return Path(path)
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -350,9 +343,9 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 
 def load_masks(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Bool masks by adapter tensor key."""
-    from safetensors.torch import load_file
+    from ..artifacts import read_safetensors
 
-    return {k: v.bool() for k, v in load_file(str(path)).items()}
+    return {k: v.bool() for k, v in read_safetensors(path).items()}
 
 
 # ----------------------------------------------------------------------------- stage entry
@@ -383,10 +376,11 @@ def save_scores(scores: Mapping[str, torch.Tensor], path: str | os.PathLike) -> 
     """Entry scores as float32 safetensors keyed like the masks (the overlap analysis ranks neurons by them)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: scores[k].float().contiguous() for k in sorted(scores)}, str(path), metadata={"format": "pt"})
-    return path
+    from ..atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        save_file({k: scores[k].float().contiguous() for k in sorted(scores)}, str(tmp), metadata={"format": "pt"})
+    return Path(path)
 
 
 def score_adapter(adapter_dir: str | os.PathLike, prompts: Sequence[str], answers: Sequence[str],

@@ -1,4 +1,4 @@
-"""Generation-time activation contrasting (Finding Safety Neurons, A2).
+"""Generation-time activation contrasting (Finding Safety Neurons; docs/methods.md, A2).
 
 The generator model answers each prompt greedily; the aligned model A and the unaligned model U
 then run teacher-forced on the SAME token ids (no decode and re-encode). At the selected tokens

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from neuronkit.models import TinySpec, _load_tiny
+from neuronkit.lora import factor_keys
 from neuronkit.scores import adapter_scores as S
 
 TARGETS = ["q_proj", "down_proj"]
@@ -47,7 +48,7 @@ def _merged_copy(pm):
     """A plain HF model with W0 + s B A in the adapted modules, and the factors by module name."""
     model, _ = _load_tiny(TinySpec())
     factors = {}
-    for name, (a, b) in S.lora_modules(pm).items():
+    for name, (a, b) in S.live_lora_layers(pm).items():
         target = model.get_submodule(name.removeprefix("base_model.model."))
         A, B = a.weight.detach().clone(), b.weight.detach().clone()
         target.weight.data = target.weight.data + (ALPHA / R) * (B @ A)
@@ -115,7 +116,7 @@ def test_snip_matches_hand_chain_rule(peft_model, batches):
             totals[n][0] += (B.double().T @ g).abs()
             totals[n][1] += (g @ A.double().T).abs()
     for n, (_, A, B) in factors.items():
-        ka, kb = S.tensor_names(n)
+        ka, kb = factor_keys(n)
         torch.testing.assert_close(got[ka], A.double().abs() * totals[n][0], rtol=1e-4, atol=1e-9)
         torch.testing.assert_close(got[kb], B.double().abs() * totals[n][1], rtol=1e-4, atol=1e-9)
     assert all(p.requires_grad for n, p in pm.named_parameters() if "lora_" in n)  # restored
@@ -127,7 +128,7 @@ def test_wanda_matches_hand_norms(peft_model, batches):
     model, factors = _merged_copy(pm)
     xs = _hand_inputs(model, factors, batches)
     for n, (_, A, B) in factors.items():
-        ka, kb = S.tensor_names(n)
+        ka, kb = factor_keys(n)
         z = xs[n] @ A.double().T                           # lora_B's input: lora_A's output
         torch.testing.assert_close(got[ka], A.double().abs() * xs[n].norm(dim=0)[None], rtol=1e-4, atol=1e-9)
         torch.testing.assert_close(got[kb], B.double().abs() * z.norm(dim=0)[None], rtol=1e-4, atol=1e-9)
@@ -140,7 +141,7 @@ def test_lowrank_matches_direct_svd(peft_model, batches):
     xs = _hand_inputs(model, factors, batches)
     k = int(0.8 * R)  # 3
     for n, (_, A, B) in factors.items():
-        ka, kb = S.tensor_names(n)
+        ka, kb = factor_keys(n)
         for key, w, x in ((ka, A.double(), xs[n]), (kb, B.double(), xs[n] @ A.double().T)):
             _, _, vh = torch.linalg.svd(x @ w.T, full_matrices=False)   # Y = X W^T, V = right singular vectors
             v = vh[:k].T

@@ -96,7 +96,8 @@ def test_a_row_with_the_wrong_label_is_named(tmp_path, answers):
 
 
 def test_config_lists_each_dataset_once_and_rejects_an_unknown_mode():
-    cfg = AlignmentDataConfig.from_config({"harmful": "h", "benign": "b", "borderline": ["x", "b"], "preference": "dpo"})
+    cfg = AlignmentDataConfig.from_config({"harmful": "h", "benign": "b", "borderline": ["x", "b"],
+                                           "preference": "dpo"})
     assert cfg.datasets() == ["h", "b", "x"] and cfg.own_answers == "complied" and cfg.benign_pairs is False
     with pytest.raises(ValueError, match="own_answers"):
         AlignmentDataConfig(own_answers="some")

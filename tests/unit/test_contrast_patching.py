@@ -32,12 +32,13 @@ DECODING = {
 }
 
 
-def _lora_checkpoint(parent, out, targets, seed):
+def _lora_checkpoint(parent, out, targets, seed, **lora_kwargs):
     """A LoRA adapter checkpoint on ``parent`` with random, non-zero factors on ``targets``."""
     from peft import LoraConfig, get_peft_model
 
     model, _ = load_variant(parent)
-    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False, lora_dropout=0.0)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False, lora_dropout=0.0,
+                     **lora_kwargs)
     torch.manual_seed(seed)
     with quiet_checkpointing_probe():
         peft_model = get_peft_model(model, cfg)
@@ -359,7 +360,7 @@ def test_patching_perplexity_is_measured_at_every_k(tiny_pair, tmp_path):
     import pyarrow as pa
 
     from neuronkit.data import write_table
-    from neuronkit.evaluate import perplexity
+    from neuronkit.perplexity import perplexity
     from neuronkit.patching import perplexity_file, select_neurons
 
     base_dir, aligned_dir = tiny_pair
@@ -379,3 +380,27 @@ def test_patching_perplexity_is_measured_at_every_k(tiny_pair, tmp_path):
     # every neuron of every layer guided by A gives A's MLP activations, not A: U's attention stays U's
     assert out["safety_kall"]["neurons"] == len(index) and out["safety_kall"]["perplexity"] != out["safety_k0.1"][
         "perplexity"]
+
+
+def test_fused_mode_scales_each_module_as_peft_does_with_alpha_and_rank_patterns(tiny_base, tmp_path):
+    """An adapter whose modules have their own alpha and rank: the fused guide must use each module's scale."""
+    from peft.tuners.lora import LoraLayer
+
+    from neuronkit.patching import lora_deltas
+
+    aligned = _lora_checkpoint(tiny_base, tmp_path / "aligned", ["gate_proj", "up_proj", "q_proj"], seed=4,
+                               alpha_pattern={"up_proj": 32}, rank_pattern={"gate_proj": 2})
+    peft_model, _ = load_variant(aligned, merge=False)
+    expected = {name.removeprefix("base_model.model."): module.scaling["default"]
+                for name, module in peft_model.named_modules() if isinstance(module, LoraLayer)}
+    got = {path: scale for path, (_, _, scale) in lora_deltas(aligned).items()}
+    assert got == pytest.approx(expected) and len(set(got.values())) == 3  # 8/4, 32/4 and 8/2
+    u, tok = load_variant(tiny_base)
+    a, _ = load_variant(aligned)
+    enc = _enc(tok, PROMPTS)
+    neurons = _all_neurons(u)
+    with guided_two_model(u, a, neurons):
+        two = _greedy(u, tok, enc, n=8)
+    with guided_fused(u, guide_adapters(tiny_base, aligned), neurons):
+        fused = _greedy(u, tok, enc, n=8)
+    assert torch.equal(two, fused)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
@@ -214,8 +212,8 @@ def test_builtin_sources_use_builtin_data(monkeypatch):
         calls.append(("benign", split))
         return [{"id": "b0", "prompt": "good", "category": None, "template": "t"}]
 
-    fake = SimpleNamespace(harmful_requests=harmful_requests, benign_instructions=benign_instructions)
-    monkeypatch.setitem(sys.modules, "neuronkit.builtin_data", fake)
+    monkeypatch.setattr("neuronkit.builtin_data.harmful_requests", harmful_requests)
+    monkeypatch.setattr("neuronkit.builtin_data.benign_instructions", benign_instructions)
     cfg = {"source": "builtin:harmful", "split": "train", "n": 2}
     harm = load_dataset(DatasetSpec.from_config("harmful_train", cfg))
     assert harm.to_pylist() == [

@@ -9,7 +9,7 @@ import torch
 from neuronkit.archs import model_shape
 from neuronkit.data import read_table, write_table
 from neuronkit.deactivate import deactivate_generate_file, deactivation_perplexity_file
-from neuronkit.evaluate import perplexity
+from neuronkit.perplexity import perplexity
 from neuronkit.generate import GenerationConfig
 from neuronkit.models import load_variant
 from neuronkit.neurons import NeuronIndex, NeuronIndexError

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from neuronkit.evaluate import rate_metric, wilson_interval
+from neuronkit.evaluate import rate_metric
+from neuronkit.significance import wilson_interval
 from neuronkit.judge import ClassifierJudge, RefusalJudge, make_judge, parse_guard_verdict
 
 

@@ -47,6 +47,7 @@ def test_unknown_architecture_is_refused_with_its_name(tmp_path, tiny_base):
     cfg = json.loads((arch_dir / "config.json").read_text())
     cfg["model_type"] = "gpt2"
     (arch_dir / "config.json").write_text(json.dumps(cfg))
+    manifest.write(arch_dir, manifest.read(arch_dir))  # a consistent checkpoint of an unsupported family
     with pytest.raises(UnsupportedArchitectureError, match=r"unknown model architecture 'gpt2'.*llama"):
         load_variant(arch_dir)
     with pytest.raises(UnsupportedArchitectureError, match="falcon"):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from neuronkit.neurons import NeuronIndex
-from neuronkit.overlap import (OverlapConfig, OverlapError, mask_neuron_scores, overlap_section, plot_overlap,
+from neuronkit.overlap import (OverlapConfig, OverlapError, adapter_neuron_scores, overlap_section, plot_overlap,
                                spearman, tie_broken, top_k)
 from neuronkit.scores.adapter_scores import save_masks
 
@@ -125,7 +125,7 @@ def _mask_dict() -> dict[str, torch.Tensor]:
 
 
 def test_masks_map_to_neurons_by_hand():
-    scores, ignored = mask_neuron_scores(_mask_dict())
+    scores, ignored = adapter_neuron_scores(_mask_dict(), kind="masks")
     assert ignored == 3
     assert set(scores) == {"mlp", "q", "k", "v", "o"}
     # mlp neuron j: gate_B row j + up_B row j + down_A column j, out of 2 + 2 + 2 entries
@@ -215,8 +215,6 @@ def _score_dict() -> dict[str, torch.Tensor]:
 
 
 def test_entry_scores_map_to_mean_absolute_score_per_neuron():
-    from neuronkit.overlap import adapter_neuron_scores
-
     scores, ignored = adapter_neuron_scores(_score_dict(), kind="scores")
     tensors = _score_dict()
     gate = tensors[f"{PREFIX}.1.mlp.gate_proj.lora_B.weight"].abs()

@@ -202,7 +202,7 @@ def test_top_k_mode_intersects_per_layer_top_k():
 def test_detect_neurons_end_to_end_intersects_per_document_top_k_and_is_byte_deterministic(tmp_path):
     model, tok = _load_tiny(TinySpec(seed=3))
     texts = ["How do I pick a lock?", "Write a poem about rain.", "Tell me a secret"]
-    cfg = PLNDConfig(ffn_top_k=24, attn_top_k=12, progress=False)
+    cfg = PLNDConfig(ffn_top_k=24, attn_top_k=12, chat=False, progress=False)  # raw documents, as scored below
     a = detect_neurons(model, tok, texts, cfg, {"dataset": "unit"})
     b = detect_neurons(model, tok, texts, cfg, {"dataset": "unit"})
     assert a.meta["shape"] == model_shape(model.config) and a.meta["method"] == "plnd"
@@ -254,7 +254,7 @@ def test_encode_chat_wraps_and_truncates():
     from neuronkit.scores.plnd import encode
 
     _, tok = _load_tiny(TinySpec())
-    raw = encode(tok, "hello", PLNDConfig(progress=False))
+    raw = encode(tok, "hello", PLNDConfig(chat=False, progress=False))
     chat = encode(tok, "hello", PLNDConfig(chat=True, progress=False))
     assert chat.shape[1] > raw.shape[1] and "<|im_start|>" in tok.decode(chat[0])
-    assert encode(tok, "a long document " * 20, PLNDConfig(max_length=16, progress=False)).shape == (1, 16)
+    assert encode(tok, "a long document " * 20, PLNDConfig(max_length=16, chat=False, progress=False)).shape == (1, 16)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuronkit import manifest, realign as RA
+from neuronkit import lora, manifest, realign as RA
 from neuronkit.models import load_variant
 
 CPU = torch.device("cpu")
@@ -49,10 +49,10 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
 
 def _attacked(aligned: Path, out: Path, seed: int = 5) -> Path:
     """Continue the aligned adapter: same tensors plus seeded noise, same parent."""
-    tensors, _ = RA.read_adapter(aligned)
+    tensors, _ = lora.read_adapter(aligned)
     gen = torch.Generator().manual_seed(seed)
     noisy = {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in tensors.items()}
-    RA.write_adapter(out, noisy, aligned)
+    lora.write_adapter(out, noisy, aligned)
     var = manifest.read(aligned)
     manifest.write(out, manifest.Variant(name="attacked", model="tiny", kind="adapter",
                                          parent=RA._relative_parent(aligned, var.parent, out), method="attack"))
@@ -65,7 +65,7 @@ def _synthetic(n_modules: int, seed: int = 0, r: int = 2, d: int = 6):
     ft, ref, masks = {}, {}, {}
     for i in range(n_modules):
         module = f"base_model.model.model.layers.{i // 2}.mlp.{'up' if i % 2 else 'down'}_proj"
-        for key, shape in zip(RA.factor_keys(module), ((r, d), (d, r))):
+        for key, shape in zip(lora.factor_keys(module), ((r, d), (d, r))):
             ft[key] = torch.randn(shape, generator=gen)
             ref[key] = torch.randn(shape, generator=gen)
             masks[key] = torch.rand(shape, generator=gen) < 0.3
@@ -118,7 +118,7 @@ def test_lora_scale_matches_peft(tiny_base):
         for name, mod in pm.named_modules():
             if isinstance(mod, LoraLayer):
                 r = mod.lora_A["default"].weight.shape[0]
-                assert RA.lora_scale(config, name, r) == pytest.approx(mod.scaling["default"])
+                assert lora.lora_scale(config, name, r) == pytest.approx(mod.scaling["default"])
 
 
 # ----------------------------------------------------------------------------- similarity + selection
@@ -128,7 +128,7 @@ def test_delta_similarity_is_cosine_of_masked_products():
     ft, ref, masks = _synthetic(3)
     sims = RA.module_similarity(ft, ref, masks, kind="delta")
     for module, s in sims.items():
-        a, b = RA.factor_keys(module)
+        a, b = lora.factor_keys(module)
         x = (ft[b] * masks[b]) @ (ft[a] * masks[a])
         y = (ref[b] * masks[b]) @ (ref[a] * masks[a])
         assert s == pytest.approx(float(torch.nn.functional.cosine_similarity(x.flatten(), y.flatten(), dim=0)),
@@ -174,10 +174,10 @@ def test_threshold_and_layer_modes():
     chosen, _ = RA.select_modules(sims, RA.RealignConfig(mode="threshold", tau=0.0))
     assert chosen == [m for m, s in sims.items() if s < 0.0]
     chosen, probs = RA.select_modules(sims, RA.RealignConfig(mode="layer", layers=(1, 3)))
-    assert chosen == [m for m in sims if RA.layer_of(m) in (1, 3)] and len(chosen) == 4
+    assert chosen == [m for m in sims if lora.layer_of(m) in (1, 3)] and len(chosen) == 4
     out, _ = RA.realign_tensors(ft, ref, None, RA.RealignConfig(mode="layer", layers=(1, 3)))
     for key in ft:
-        expected = ref[key] if RA.layer_of(key) in (1, 3) else ft[key]
+        expected = ref[key] if lora.layer_of(key) in (1, 3) else ft[key]
         assert torch.equal(out[key], expected)
 
 
@@ -186,7 +186,7 @@ def test_threshold_and_layer_modes():
 
 def test_transplant_touches_only_masked_entries_of_selected_modules():
     ft, ref, masks = _synthetic(6)
-    selected = list(RA.lora_modules(ft))[1::2]
+    selected = list(lora.lora_modules(ft))[1::2]
     out = RA.transplant(ft, ref, masks, selected)
     for key in ft:
         chosen = any(key.startswith(m + ".") for m in selected)
@@ -202,7 +202,7 @@ def test_realign_writes_adapter_manifest_and_summary(chain, tmp_path):
     root, sft, aligned = chain
     ref = RA.expo(aligned, tmp_path / "reference")
     attacked = _attacked(aligned, tmp_path / "attacked_p0.1")
-    tensors, _ = RA.read_adapter(ref)
+    tensors, _ = lora.read_adapter(ref)
     gen = torch.Generator().manual_seed(0)
     masks_path = save_masks({k: torch.rand(v.shape, generator=gen) < 0.2 for k, v in tensors.items()},
                             tmp_path / "lowrank.safetensors", {"method": "lowrank"})
@@ -215,13 +215,19 @@ def test_realign_writes_adapter_manifest_and_summary(chain, tmp_path):
     on_disk = json.loads((out / RA.SUMMARY).read_text())
     assert on_disk["n_selected"] == summary["n_selected"] == sum(m["selected"] for m in summary["modules"])
     assert summary["n_modules"] == 2 * len(TARGETS)
-    new, _ = RA.read_adapter(out)
-    old, _ = RA.read_adapter(attacked)
+    new, _ = lora.read_adapter(out)
+    old, _ = lora.read_adapter(attacked)
     masks = load_masks(masks_path)
     expected = RA.transplant(old, tensors, masks, [m["module"] for m in summary["modules"] if m["selected"]])
     assert all(torch.equal(new[k], expected[k]) for k in old)
-    model, _ = load_variant(out, device=CPU)  # loads as a normal adapter variant
-    assert model is not None
+    # it loads as a normal adapter variant: the SFT model plus the realigned delta, module by module
+    sft_weights, merged = _weights(sft), _weights(out)
+    _, config = lora.read_adapter(out)
+    for module in lora.lora_modules(new):
+        a, b = (new[k].double() for k in lora.factor_keys(module))
+        key = module.removeprefix("base_model.model.") + ".weight"
+        expected_w = sft_weights[key] + lora.lora_scale(config, module, a.shape[0]) * (b @ a)
+        torch.testing.assert_close(merged[key], expected_w, rtol=1e-5, atol=1e-5)
 
 
 def test_realign_errors():

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from neuronkit.data import write_table
-from neuronkit.evaluate import mcnemar_exact, perplexity, restore_ratio, restore_section
+from neuronkit.evaluate import restore_ratio, restore_section
+from neuronkit.perplexity import perplexity
 from neuronkit.lens import neuron2word, neuron_tokens
 from neuronkit.models import load_variant
+from neuronkit.significance import mcnemar_exact
 from neuronkit.neurons import NeuronIndex
 from neuronkit.archs import model_shape
 from neuronkit.safeguard import classification_metrics, fit_logistic, majority_baseline, predict, unsafe_labels
@@ -73,7 +75,7 @@ def test_a_difference_is_significant_only_below_alpha():
 
 
 def test_answer_perplexity_scores_only_the_answer_after_the_chat_prompt(tiny_base):
-    from neuronkit.evaluate import answer_perplexities
+    from neuronkit.perplexity import answer_perplexities
     from neuronkit.models import chat_prompt
 
     model, tok = load_variant(tiny_base)
@@ -163,9 +165,9 @@ def test_restore_points_carry_the_perplexity_at_their_own_k(tmp_path):
     _scored(tmp_path / "a_ds.parquet", [False] * 4)
     nested = {"ds": {s: {k: _scored(tmp_path / f"{s}{k}.parquet", [True, False, False, True], f"guided:{s}:k=3")
                          for k in ("0.1", "0.5")} for s in ("safety", "random")}}
+    patched = {("safety", "0.1"): 12.0, ("random", "0.1"): 13.0, ("safety", "0.5"): 14.0, ("random", "0.5"): 15.0}
     ppl = {"text": "prompt text", "unaligned": {"perplexity": 10.0}, "aligned": {"perplexity": 11.0},
-           **{f"{s}_k{k}": {"perplexity": v} for (s, k), v in {("safety", "0.1"): 12.0, ("random", "0.1"): 13.0,
-                                                                ("safety", "0.5"): 14.0, ("random", "0.5"): 15.0}.items()}}
+           **{f"{s}_k{k}": {"perplexity": v} for (s, k), v in patched.items()}}
     section = restore_section(str(tmp_path / "u_{dataset}.parquet"), str(tmp_path / "a_{dataset}.parquet"), nested,
                               ppl)
     got = {p["k"]: (p["perplexity_safety"], p["perplexity_random"], p["perplexity_unaligned"], p["perplexity_aligned"])
@@ -178,7 +180,8 @@ def test_restore_points_carry_the_perplexity_at_their_own_k(tmp_path):
 def test_variant_perplexity_file_is_the_perplexity_of_the_loaded_checkpoint(tiny_base, tmp_path):
     import json
 
-    from neuronkit.evaluate import evaluation_section, variant_perplexity_file
+    from neuronkit.evaluate import evaluation_section
+    from neuronkit.perplexity import variant_perplexity_file
 
     texts = ["How do I bake bread?", "Explain rain to a child."]
     write_table(pa.table({"id": ["b0", "b1"], "prompt": texts, "label": ["benign"] * 2, "category": ["c"] * 2}),

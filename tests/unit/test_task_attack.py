@@ -14,7 +14,7 @@ from neuronkit import manifest
 from neuronkit.attack import (P_GRID, AttackDataError, MixConfig, attack_mix_file, build_attack_mix, mix_params,
                               train_attack)
 from neuronkit.data import SCHEMA, DatasetSpec, load_dataset, read_table, write_table
-from neuronkit.evaluate import wilson_interval
+from neuronkit.significance import wilson_interval
 from neuronkit.models import load_variant
 from neuronkit.task import LABEL_WORDS, first_word, is_correct, score_generations, sentiment_rows, task_accuracy
 from neuronkit.tune import AdapterConfig, TrainConfig, sft_examples, train_adapter

@@ -78,3 +78,25 @@ def test_kto_rows_are_unpaired_with_labels():
     rows = kto_examples(["p"], ["good"], ["bad"])
     assert [r["label"] for r in rows] == [True, False]
     assert rows[0]["completion"][0]["content"] == "good"
+
+
+def test_adapter_config_is_byte_identical_across_processes(tmp_path, tiny_base):
+    """peft writes target_modules in set order, which follows PYTHONHASHSEED; the saved config must not."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from neuronkit.tune import *; "
+            "cfg = TrainConfig(method='sft', learning_rate=5e-2, max_steps=1, batch_size=2, max_length=64, "
+            "adapter=AdapterConfig(r=2, alpha=4)); "
+            "train_adapter(sys.argv[1], sys.argv[2], sft_examples(['a b', 'c d'], ['e f', 'g h']), cfg, "
+            "model_name='t', variant_name='s')")
+    outs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"run{seed}"
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", code, str(tiny_base), str(out)], env=env, check=True,
+                       capture_output=True, timeout=300)
+        outs.append((out / "adapter_config.json").read_bytes())
+    assert outs[0] == outs[1]
+    assert b'"down_proj",\n    "gate_proj"' in outs[0]  # the module list is written sorted
