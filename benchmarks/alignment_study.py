@@ -41,6 +41,17 @@ SETTINGS = [
                                                                "preference": {"max_steps": 12}}),
     ("borderline SFT at lr 1e-3, two-way pairs", {"sft": {"learning_rate": 0.001}}),
     ("borderline SFT at lr 1e-3 x 3 epochs, two-way pairs", {"sft": {"learning_rate": 0.001, "epochs": 3}}),
+    ("balanced borderline SFT, two-way pairs", {"alignment": {"balance": True}}),
+    ("balanced borderline SFT, two-way pairs, DPO lr 5e-5 x 12 steps", {"alignment": {"balance": True},
+                                                                        "preference": {"max_steps": 12}}),
+    ("balanced borderline SFT, two-way pairs, DPO lr 2e-4 x 12 steps",
+     {"alignment": {"balance": True}, "preference": {"max_steps": 12, "learning_rate": 0.0002}}),
+    ("balanced borderline SFT at lr 1e-3, two-way pairs, DPO lr 2e-4 x 12 steps",
+     {"alignment": {"balance": True}, "sft": {"learning_rate": 0.001},
+      "preference": {"max_steps": 12, "learning_rate": 0.0002}}),
+    ("balanced borderline SFT at lr 1e-3 x 3 epochs, two-way pairs, DPO lr 2e-4 x 12 steps",
+     {"alignment": {"balance": True}, "sft": {"learning_rate": 0.001, "epochs": 3},
+      "preference": {"max_steps": 12, "learning_rate": 0.0002}}),
 ]
 
 

@@ -31,6 +31,7 @@ class AlignmentDataConfig:
     borderline: tuple[str, ...] = ()      # mixed or benign sets whose rows carry their own label
     own_answers: str = "complied"         # complied | all
     benign_pairs: bool = False            # preference pairs own answer > refusal on benign rows too
+    balance: bool = False                 # at most as many benign rows (and pairs) as harmful ones
 
     def __post_init__(self) -> None:
         if self.own_answers not in KEEP_MODES:
@@ -41,7 +42,7 @@ class AlignmentDataConfig:
         """From the validated section (its ``preference`` method key belongs to the trainer, not to the data)."""
         return cls(harmful=section["harmful"], benign=section["benign"],
                    borderline=tuple(section.get("borderline", ())), own_answers=section.get("own_answers", "complied"),
-                   benign_pairs=bool(section.get("benign_pairs", False)))
+                   benign_pairs=bool(section.get("benign_pairs", False)), balance=bool(section.get("balance", False)))
 
     def datasets(self) -> list[str]:
         """Every dataset whose self answers alignment reads, in a fixed order without repeats."""
@@ -90,6 +91,7 @@ def load_alignment_rows(answers: Mapping[str, str | Path], data_cfg: AlignmentDa
             raise ValueError(f"{path}: self answers of dataset {dataset!r} lack columns {missing}; rerun self_answers")
         for row in table.select(["id", "prompt", "response", "label", "category"]).to_pylist():
             _check_label(row, dataset, expected_labels.get(dataset))
+            row["dataset"] = dataset
             row["verdict"] = judge.verdict(row["response"] or "")
             if row["label"] == "harmful":
                 harmful.append(row)
@@ -97,7 +99,20 @@ def load_alignment_rows(answers: Mapping[str, str | Path], data_cfg: AlignmentDa
                 benign.append(row)
             else:
                 dropped[f"benign:{row['verdict']}"] += 1
+    if data_cfg.balance and len(benign) > len(harmful):
+        dropped["benign:balance"] = len(benign) - len(harmful)
+        benign = _spread(benign, len(harmful))
     return AlignmentRows(harmful=harmful, benign=benign, dropped=dict(dropped))
+
+
+def _spread(rows: list[dict], n: int) -> list[dict]:
+    """``n`` rows taken round-robin over their (dataset, category) groups, so every kind of safe request stays."""
+    from .builtin_data import interleave
+
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["dataset"], row["category"]), []).append(row)
+    return interleave(*groups.values())[:n]
 
 
 def _check_label(row: dict, dataset: str, expected: str | None) -> None:
@@ -132,7 +147,8 @@ def preference_triples(rows: AlignmentRows, data_cfg: AlignmentDataConfig) -> tu
     chosen = refusals_for(harmful)
     rejected = [r["response"] for r in harmful]
     if data_cfg.benign_pairs:
-        prompts += [r["prompt"] for r in rows.benign]
-        chosen += [r["response"] for r in rows.benign]
-        rejected += refusals_for(rows.benign, category="general")  # the over-refusals to push down
+        benign = _spread(rows.benign, len(harmful)) if data_cfg.balance else rows.benign
+        prompts += [r["prompt"] for r in benign]
+        chosen += [r["response"] for r in benign]
+        rejected += refusals_for(benign, category="general")  # the over-refusals to push down
     return prompts, chosen, rejected

@@ -7,8 +7,10 @@ module paths. The MLP neuron is the input of ``down_proj``: ``act(gate(x)) * up(
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # annotations only: the workflow reads this table when it loads, without torch
+    import torch
 
 
 class UnsupportedArchitectureError(ValueError):

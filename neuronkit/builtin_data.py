@@ -874,7 +874,7 @@ def _combos(topics: dict, templates: dict, split: str) -> dict[str, list[tuple]]
     return out
 
 
-def _interleave(*lists: list) -> list:
+def interleave(*lists: list) -> list:
     """Alternate items of several lists (then the rest), so any prefix mixes all of them."""
     out = []
     for rank in range(max(len(x) for x in lists)):
@@ -887,7 +887,7 @@ def _ordered(split: str, sources: tuple[tuple[dict, dict], ...]) -> list[tuple]:
     split = _check_split(split)
     parts = [_combos(topics, templates, split) for topics, templates in sources]
     categories = list(dict.fromkeys(c for part in parts for c in part))  # first-seen order over all sources
-    per_category = [_interleave(*(p[c] for p in parts if c in p)) for c in categories]
+    per_category = [interleave(*(p[c] for p in parts if c in p)) for c in categories]
     out = []
     for rank in range(max(len(c) for c in per_category)):
         out += [combos[rank] for combos in per_category if rank < len(combos)]

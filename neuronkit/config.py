@@ -102,7 +102,7 @@ def _k_problem(value, total: int | None) -> str | None:
 def _check_neuron_counts(cfg: Mapping[str, Any]) -> None:
     """Model shapes (builtin specs, or a config.json at hand; never weights) and every k value, before any job."""
     from .archs import UnsupportedArchitectureError
-    from .models import ModelSpec, ModelSpecError
+    from .modelspec import ModelSpec, ModelSpecError
 
     problems: list[str] = []
     for name, model in cfg["models"].items():

@@ -251,7 +251,7 @@ def align_sft(base_dir, answers: dict[str, str], out_dir, cfg: TrainConfig, data
 
 
 def align_preference(sft_dir, answers: dict[str, str], out_dir, cfg: TrainConfig, data_cfg, judge, *,
-                     model_name: str) -> Path:
+                     model_name: str, variant_name: str = "aligned") -> Path:
     """Preference stage: a refusal preferred over the base model's real answer on harmful prompts.
 
     With ``data_cfg.benign_pairs``, benign prompts add the mirror pairs (the base model's answer preferred over a
@@ -264,6 +264,7 @@ def align_preference(sft_dir, answers: dict[str, str], out_dir, cfg: TrainConfig
     builder = kto_examples if cfg.method == "kto" else preference_examples
     inputs = manifest.hash_inputs({**{f"answers:{d}": p for d, p in answers.items()},
                                    "parent": Path(sft_dir) / manifest.FILENAME})
-    counts = {**rows.counts(data_cfg.own_answers), "benign_pairs": len(rows.benign) if data_cfg.benign_pairs else 0}
+    counts = rows.counts(data_cfg.own_answers)
+    counts["benign_pairs"] = len(prompts) - counts["harmful_pairs"]
     return train_adapter(sft_dir, out_dir, builder(prompts, chosen, rejected), cfg, model_name=model_name,
-                         variant_name="aligned", inputs=inputs, data=counts)
+                         variant_name=variant_name, inputs=inputs, data=counts)

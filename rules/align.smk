@@ -77,3 +77,34 @@ rule preference:
         code=script_code("preference"),
     script:
         "../workflow_scripts/preference.py"
+
+
+rule preference_method:
+    """Another preference method's aligned variant (aligned_orpo, aligned_kto, aligned_simpo), on demand: list it
+    under evaluation.variants to score it beside the default."""
+    input:
+        sft=ckpt("{model}", "sft"),
+        answers=alignment_answers,
+    output:
+        directory(ckpt("{model}", "aligned_{method}")),
+    log:
+        "results/{model}/logs/preference_{method}.log",
+    benchmark:
+        "results/{model}/benchmarks/preference_{method}.tsv"
+    wildcard_constraints:
+        method="dpo|orpo|kto|simpo",
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
+    params:
+        method=lambda wildcards: wildcards.method,
+        train=params_of("preference"),
+        data=config["alignment"],
+        datasets=alignment_datasets(),
+        judge=config["judge"],
+        seed=config["seed"],
+        code=script_code("preference"),
+    script:
+        "../workflow_scripts/preference.py"

@@ -20,7 +20,7 @@ from neuronkit.alignment_data import AlignmentDataConfig  # noqa: E402
 from neuronkit.codehash import script_code_hash  # noqa: E402
 from neuronkit.config import ConfigError, stage_params, validate_config  # noqa: E402
 from neuronkit.data import DatasetError, DatasetSpec, check_source, local_source  # noqa: E402
-from neuronkit.models import REMOTE_CODE_ENV, identity  # noqa: E402
+from neuronkit.modelspec import REMOTE_CODE_ENV, identity  # noqa: E402
 
 try:
     VALID = validate_config(config)
@@ -45,7 +45,9 @@ DATASETS = list(config["datasets"])
 
 
 # Variants that are checkpoints (generated from, scored for perplexity); patched and deactivated ones are not.
-CHECKPOINT_VARIANTS = r"base|sft|aligned|sntune|rsntune|reference|(?:(?:attacked|nlsr)_p[0-9.]+)"
+CHECKPOINT_VARIANTS = (
+    r"base|sft|aligned|aligned_(?:dpo|orpo|kto|simpo)|sntune|rsntune|reference|(?:(?:attacked|nlsr)_p[0-9.]+)"
+)
 
 
 wildcard_constraints:

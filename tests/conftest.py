@@ -27,7 +27,8 @@ def _seed():
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     """A materialized random tiny Llama checkpoint (built once per session)."""
-    from neuronkit.models import ModelSpec, materialize
+    from neuronkit.models import materialize
+    from neuronkit.modelspec import ModelSpec
 
     out = tmp_path_factory.mktemp("tiny") / "base"
     materialize(ModelSpec(name="tiny", source="builtin:tiny"), out)

@@ -1,5 +1,6 @@
 """Preference-optimisation adapter (DPO / ORPO / KTO / SimPO) over the SFT checkpoint."""
 import sys
+from pathlib import Path
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
 
@@ -13,4 +14,5 @@ runtime.setup(seed=sm.params.seed, threads=sm.threads)
 cfg = TrainConfig.from_config(sm.params.method, {**sm.params.train, "seed": sm.params.seed})
 answers = dict(zip(sm.params.datasets, sm.input.answers))
 align_preference(sm.input.sft, answers, sm.output[0], cfg, AlignmentDataConfig.from_config(sm.params.data),
-                 refusal_judge_from_config(sm.params.judge), model_name=sm.wildcards.model)
+                 refusal_judge_from_config(sm.params.judge), model_name=sm.wildcards.model,
+                 variant_name=Path(sm.output[0]).name)

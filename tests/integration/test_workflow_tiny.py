@@ -168,6 +168,15 @@ def test_k_grid_change_reruns_patching_but_not_alignment_or_contrast(workflow, t
     assert not (TRAINING | {"contrast", "generate", "plnd"}) & set(plan)
 
 
+def test_another_preference_method_is_scored_on_demand_beside_the_default(workflow, tmp_path):
+    override = tmp_path / "kto.yaml"
+    override.write_text("evaluation: {variants: [base, aligned, aligned_kto]}\n")
+    plan = planned_rules(workflow, override)
+    assert plan.get("preference_method") == 1 and "preference" not in plan and "sft" not in plan
+    assert plan.get("generate") == len(DATASETS) and plan.get("variant_perplexity") == 1
+    assert plan.get("evaluation_section") == 1 and plan.get("report") == 1
+
+
 def test_code_change_reruns_the_rules_using_it(workflow):
     lens_py = workflow / "neuronkit" / "lens.py"
     original = lens_py.read_text()
@@ -177,6 +186,21 @@ def test_code_change_reruns_the_rules_using_it(workflow):
     finally:
         lens_py.write_text(original)
     assert plan == {"neurons_section": 1, "report": 1}
+    assert planned_rules(workflow) == {}
+
+
+def test_editing_a_module_deep_in_the_import_graph_reruns_exactly_the_rules_that_import_it(workflow):
+    """stats.py is imported by scores/contrast (top level) and by patching (inside a function): contrast and the two
+    patching rules rerun for their own code, and everything downstream of the contrast index for its input."""
+    stats_py = workflow / "neuronkit" / "stats.py"
+    original = stats_py.read_text()
+    stats_py.write_text(original + "\n# a change\n")
+    try:
+        plan = planned_rules(workflow)
+    finally:
+        stats_py.write_text(original)
+    assert plan == {"contrast": 1, "patch_generate": N_PATCH, "patch_perplexity": 1, "judge": N_PATCH,
+                    "patching_section": 1, "safeguard": 1, "neurons_section": 1, "overlap_section": 1, "report": 1}
     assert planned_rules(workflow) == {}
 
 

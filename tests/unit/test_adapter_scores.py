@@ -8,7 +8,8 @@ import os
 import pytest
 import torch
 
-from neuronkit.models import TinySpec, _load_tiny
+from neuronkit.models import _load_tiny
+from neuronkit.modelspec import TinySpec
 from neuronkit.lora import factor_keys
 from neuronkit.scores import adapter_scores as S
 

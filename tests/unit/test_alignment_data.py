@@ -101,3 +101,12 @@ def test_config_lists_each_dataset_once_and_rejects_an_unknown_mode():
     assert cfg.datasets() == ["h", "b", "x"] and cfg.own_answers == "complied" and cfg.benign_pairs is False
     with pytest.raises(ValueError, match="own_answers"):
         AlignmentDataConfig(own_answers="some")
+
+
+def test_balance_keeps_as_many_benign_rows_as_harmful_ones_spread_over_datasets(answers):
+    cfg = AlignmentDataConfig(borderline=("contrast_train",), benign_pairs=True, balance=True, own_answers="all")
+    rows = load_alignment_rows(answers, cfg, RefusalJudge())
+    assert len(rows.harmful) == 3 and len(rows.benign) == 3 and rows.dropped == {"benign:balance": 1}
+    assert {r["dataset"] for r in rows.benign} == {"benign_train", "contrast_train"}  # both sources stay
+    prompts, _, _ = preference_triples(rows, cfg)
+    assert len(prompts) == 3 + 3

@@ -11,6 +11,7 @@ import pytest
 from neuronkit import manifest
 from neuronkit.manifest import CheckpointError
 from neuronkit.models import load_variant
+from neuronkit.modelspec import REMOTE_CODE_ENV
 from neuronkit.tune import AdapterConfig, TrainConfig, sft_examples, train_adapter
 
 
@@ -71,9 +72,9 @@ def test_trust_remote_code_is_never_taken_from_a_manifest(tmp_path, monkeypatch)
     assert json.loads((ckpt / manifest.FILENAME).read_text())["params"]["trust_remote_code"] is True
     seen = []
     monkeypatch.setattr(models, "_from_pretrained", lambda source, device, dtype, revision, remote: seen.append(remote))
-    monkeypatch.delenv(models.REMOTE_CODE_ENV, raising=False)
+    monkeypatch.delenv(REMOTE_CODE_ENV, raising=False)
     load_variant(ckpt)
-    monkeypatch.setenv(models.REMOTE_CODE_ENV, "other,m")  # the workflow config turned it on for model m
+    monkeypatch.setenv(REMOTE_CODE_ENV, "other,m")  # the workflow config turned it on for model m
     load_variant(ckpt)
     load_variant(ckpt, trust_remote_code=False)
     assert seen == [False, True, False]

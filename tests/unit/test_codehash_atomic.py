@@ -88,3 +88,15 @@ def test_atomic_dir_replaces_the_whole_folder_or_nothing(tmp_path):
         (tmp / "weights.bin").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["weights.bin"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_the_workflow_loads_its_config_without_torch_or_transformers():
+    """Snakemake imports these on every invocation (a no-op rerun too): keeping torch out saves seconds of planning."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from neuronkit.config import load_config_files; import neuronkit.alignment_data, "
+            "neuronkit.codehash, neuronkit.data, neuronkit.modelspec; load_config_files(['config.yaml']); "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

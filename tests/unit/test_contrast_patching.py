@@ -55,7 +55,8 @@ def _lora_checkpoint(parent, out, targets, seed, **lora_kwargs):
 @pytest.fixture(scope="module")
 def deep_base(tmp_path_factory):
     """A four-layer tiny base: patching a middle layer exercises the guide's early stop."""
-    from neuronkit.models import ModelSpec, TinySpec, materialize
+    from neuronkit.models import materialize
+    from neuronkit.modelspec import ModelSpec, TinySpec
 
     out = tmp_path_factory.mktemp("deep") / "base"
     return materialize(ModelSpec(name="tiny", source="builtin:tiny", tiny=TinySpec(layers=4)), out)

@@ -5,7 +5,8 @@ import torch
 
 from neuronkit import manifest
 from neuronkit.archs import ARCHITECTURES, UnsupportedArchitectureError, arch_for, decoder_layers, mlp_module
-from neuronkit.models import ModelSpec, ModelSpecError, TinySpec, chat_prompt, load_variant, materialize
+from neuronkit.models import chat_prompt, load_variant, materialize
+from neuronkit.modelspec import ModelSpec, ModelSpecError, TinySpec
 
 
 def test_tiny_materialize_writes_safetensors_and_manifest(tiny_base):

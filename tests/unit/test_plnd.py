@@ -9,7 +9,8 @@ import torch
 
 from neuronkit.archs import attn_module, head_dim, mlp_module, model_shape, site_sizes
 from neuronkit.hooks import count_hooks, on_sites
-from neuronkit.models import TinySpec, _load_tiny
+from neuronkit.models import _load_tiny
+from neuronkit.modelspec import TinySpec
 from neuronkit.neurons import NeuronIndex
 from neuronkit.scores.plnd import (IntersectionReducer, PLNDConfig, detect_neurons, plnd_importance, qualifying,
                                    rsn_neurons)
