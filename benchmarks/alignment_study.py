@@ -52,6 +52,7 @@ SETTINGS = [
     ("balanced borderline SFT at lr 1e-3 x 3 epochs, two-way pairs, DPO lr 2e-4 x 12 steps",
      {"alignment": {"balance": True}, "sft": {"learning_rate": 0.001, "epochs": 3},
       "preference": {"max_steps": 12, "learning_rate": 0.0002}}),
+    ("256 harmful prompts, borderline SFT, two-way pairs", {"alignment": {"harmful": "harmful_align"}}),
 ]
 
 

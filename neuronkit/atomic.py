@@ -55,8 +55,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         for item in tmp.rglob("*"):
             if item.is_file():
                 _fsync(item)
-        shutil.rmtree(path, ignore_errors=True)
+        old = _temporary_name(path)
+        if path.exists():
+            os.replace(path, old)  # two renames: readers see the old folder or the new one, never a half-deleted one
         os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
