@@ -206,6 +206,7 @@ def nlsr_section(safety: Sequence[str], task: Sequence[str], task_data: str, rea
 
     from .data import read_table
     from .task import score_generations
+    from .variants import parse_variant
 
     gold = read_table(task_data)
     rows: dict[str, dict] = {}
@@ -218,8 +219,8 @@ def nlsr_section(safety: Sequence[str], task: Sequence[str], task_data: str, rea
     perplexities = read_perplexities(perplexity_paths)
     table = []
     for variant, figures in rows.items():
-        kind, _, p = variant.partition("_p")
-        row = {"variant": variant, "kind": kind, "p": float(p) if p else None, "figures": figures}
+        kind, p = parse_variant(variant)
+        row = {"variant": variant, "kind": kind, "p": p, "figures": figures}
         if variant in perplexities:
             row["perplexity"] = perplexities[variant]["perplexity"]
         table.append(row)

@@ -411,18 +411,18 @@ def perplexity_file(u_ckpt, a_ckpt, index_path, text_parquet, *, ks, mode: str =
     from .models import load_variant
     from .neurons import NeuronIndex
 
-    texts, contexts, scored = perplexity_texts(read_table(text_parquet))
+    texts, prompts, scored = perplexity_texts(read_table(text_parquet))
     model_u, tok = load_variant(u_ckpt)
     model_a, _ = load_variant(a_ckpt)
     index = NeuronIndex.read(index_path)
     index.check_fits(model_u.config, origin=str(index_path))
-    out = {"text": scored, "unaligned": perplexity(model_u, tok, texts, contexts, batch_size),
-           "aligned": perplexity(model_a, tok, texts, contexts, batch_size)}
+    out = {"text": scored, "unaligned": perplexity(model_u, tok, texts, prompts, batch_size),
+           "aligned": perplexity(model_a, tok, texts, prompts, batch_size)}
     for label, k in ks.items():
         for selection in ("safety", "random"):
             chosen = select_neurons(index, k, selection, seed)
             with patched(model_u, chosen.by_layer("mlp"), value="guided", mode=mode, a_ckpt=a_ckpt, u_ckpt=u_ckpt,
                          model_a=model_a):
-                out[f"{selection}_k{label}"] = dict(perplexity(model_u, tok, texts, contexts, batch_size),
+                out[f"{selection}_k{label}"] = dict(perplexity(model_u, tok, texts, prompts, batch_size),
                                                     neurons=len(chosen))
     return out

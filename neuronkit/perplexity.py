@@ -7,17 +7,18 @@ import math
 from typing import Sequence
 
 
-def perplexity(model, tok, texts: Sequence[str], contexts: Sequence[str] | None = None, batch_size: int = 8) -> dict:
-    """Token-level perplexity of ``texts`` (optionally after a context whose tokens are not scored)."""
-    rows = token_nlls(model, tok, texts, contexts, batch_size)
+def perplexity(model, tok, texts: Sequence[str], prompts: Sequence[str] | None = None, batch_size: int = 8) -> dict:
+    """Token-level perplexity of ``texts`` (optionally as answers to ``prompts`` in the chat format, whose tokens
+    are not scored)."""
+    rows = token_nlls(model, tok, texts, prompts, batch_size)
     total_nll, total_tokens = sum(r[0] for r in rows), sum(r[1] for r in rows)
     return {"perplexity": round(math.exp(total_nll / max(total_tokens, 1)), 4), "tokens": total_tokens,
             "texts": len(texts)}
 
 
 def perplexity_texts(table) -> tuple[list[str], list[str] | None, str]:
-    """(texts, contexts, what is scored) of a held-out benign table: its answers after their prompts when every row
-    has one, else the prompt text."""
+    """(texts, prompts, what is scored) of a held-out benign table: its answers to their prompts (chat format) when
+    every row has one, else the prompt text."""
     responses = table.column("response").to_pylist() if "response" in table.column_names else []
     if responses and all(responses):
         return responses, table.column("prompt").to_pylist(), "response given the prompt"
@@ -30,48 +31,47 @@ def variant_perplexity_file(ckpt_dir, text_parquet, out_json, *, variant: str, d
     from .models import load_variant
     from .atomic import write_json
 
-    texts, contexts, scored = perplexity_texts(read_table(text_parquet))
+    texts, prompts, scored = perplexity_texts(read_table(text_parquet))
     model, tok = load_variant(ckpt_dir)
-    out = {"variant": variant, "dataset": dataset, "text": scored, **perplexity(model, tok, texts, contexts)}
+    out = {"variant": variant, "dataset": dataset, "text": scored, **perplexity(model, tok, texts, prompts)}
     write_json(out, out_json)
     return out
 
 
 def answer_perplexities(model, tok, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 8) -> list[float]:
     """Per answer: its perplexity after the prompt in the model's chat format (NaN for an empty answer)."""
-    from .models import chat_prompt
-
-    rows = token_nlls(model, tok, answers, [chat_prompt(tok, p) for p in prompts], batch_size)
+    rows = token_nlls(model, tok, answers, prompts, batch_size)
     return [math.exp(nll / n) if n else float("nan") for nll, n in rows]
 
 
-def token_nlls(model, tok, texts: Sequence[str], contexts: Sequence[str] | None = None,
+def token_nlls(model, tok, texts: Sequence[str], prompts: Sequence[str] | None = None,
                batch_size: int = 8) -> list[tuple[float, int]]:
-    """Per text: the summed negative log-likelihood of its tokens after its context, and how many were scored."""
+    """Per text: the summed negative log-likelihood of its tokens (as the answer to its prompt, when given), and how
+    many were scored. Answers are scored without end-of-turn marks: a generated answer may be cut off."""
+    from .conversation import context_tokens, conversation_tokens
+
+    if prompts is None:
+        examples = [context_tokens(tok, "", t) for t in texts]
+    else:
+        examples = [conversation_tokens(tok, p, t, end_turn=False) for p, t in zip(prompts, texts, strict=True)]
+    return example_nlls(model, examples, tok.pad_token_id, batch_size)
+
+
+def example_nlls(model, examples, pad_id: int, batch_size: int = 8) -> list[tuple[float, int]]:
+    """Per tokenised example: summed next-token NLL over its labelled tokens, and their count."""
     import torch
 
+    from .conversation import IGNORE, pad_right
+
     device = next(model.parameters()).device
-    contexts = contexts or [""] * len(texts)
     out: list[tuple[float, int]] = []
-    for start in range(0, len(texts), batch_size):
-        rows = []
-        for ctx, text in zip(contexts[start:start + batch_size], texts[start:start + batch_size]):
-            c = tok(ctx, add_special_tokens=False)["input_ids"] if ctx else []
-            t = tok(text, add_special_tokens=False)["input_ids"] if text else []
-            rows.append((c + t, len(c)))
-        width = max(1, max(len(ids) for ids, _ in rows))
-        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        labels = torch.full_like(ids, -100)
-        for i, (row, n_ctx) in enumerate(rows):
-            ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
-            attn[i, :len(row)] = 1
-            labels[i, max(n_ctx, 1):len(row)] = ids[i, max(n_ctx, 1):len(row)]
+    for start in range(0, len(examples), batch_size):
+        batch = pad_right(examples[start:start + batch_size], pad_id, device)
         with torch.no_grad():
-            logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits.float()
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
         logp = torch.log_softmax(logits[:, :-1], -1)
-        target = labels[:, 1:].to(device)
-        valid = target != -100
+        target = batch["labels"][:, 1:]
+        valid = target != IGNORE
         nll = -logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
-        out += [(float(nll[i].sum()), int(valid[i].sum())) for i in range(len(rows))]
+        out += [(float(nll[i].sum()), int(valid[i].sum())) for i in range(len(nll))]
     return out

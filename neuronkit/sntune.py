@@ -35,12 +35,12 @@ from tqdm.auto import tqdm
 
 from . import manifest
 from .archs import MODULES, attn_module, mlp_module
+from .conversation import IGNORE, Example, conversation_tokens, pad_right
 from .neurons import NeuronIndex
 
 FORMATS = ("chat", "plain")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 PAPER_MODULES = ("mlp", "q", "k", "v")
-IGNORE = -100
 
 # matrix -> (where it lives, which part, axis the neuron indexes: 0 = output row, 1 = input column)
 MATRICES: dict[str, tuple[str, str, int]] = {
@@ -276,14 +276,6 @@ def _delta_hook(t: Target, delta: torch.nn.Parameter):
 # ----------------------------------------------------------------------------- data
 
 
-@dataclass
-class Example:
-    """One tokenized document; ``labels`` is -100 where no loss is taken."""
-
-    input_ids: list[int]
-    labels: list[int]
-
-
 def pick_documents(table, n_docs: int, seed: int) -> tuple[list[str], list[str]]:
     """Up to ``n_docs`` harmful prompts (seeded choice, table order kept) and the project's refusal for each."""
     from .alignment_data import refusals_for
@@ -343,44 +335,8 @@ def build_examples(tok, questions: Sequence[str], refusals: Sequence[str], fmt: 
             ids = tok(plain_document(q, r), add_special_tokens=True)["input_ids"][:max_length]
             out.append(Example(ids, list(ids)))
             continue
-        prompt_ids, answer_ids = _chat_parts(tok, q, r)
-        ids = (prompt_ids + answer_ids)[:max_length]
-        labels = ([IGNORE] * len(prompt_ids) + answer_ids)[:max_length]
-        out.append(Example(ids, labels))
+        out.append(conversation_tokens(tok, q, r, max_length=max_length))
     return out
-
-
-def _chat_parts(tok, question: str, refusal: str) -> tuple[list[int], list[int]]:
-    """Prompt tokens as generation sees them, then the assistant turn (with its end-of-turn marks)."""
-    from .models import chat_prompt
-
-    prompt = chat_prompt(tok, question)
-    if tok.chat_template is None:
-        answer = f" {refusal}{tok.eos_token or ''}"
-    else:
-        full = tok.apply_chat_template([{"role": "user", "content": question},
-                                        {"role": "assistant", "content": refusal}], tokenize=False)
-        if not full.startswith(prompt):
-            raise ValueError("sntune: the chat template renders the prompt differently with an answer appended")
-        answer = full[len(prompt):]
-    return tok(prompt, add_special_tokens=False)["input_ids"], tok(answer, add_special_tokens=False)["input_ids"]
-
-
-def collate(examples: Sequence[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-padded tensors; padding is masked out of attention and loss."""
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, e in enumerate(examples):
-        n = len(e.input_ids)
-        ids[row, :n], labels[row, :n], mask[row, :n] = torch.tensor(e.input_ids), torch.tensor(e.labels), 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
-
-
-def loss_tokens(e: Example) -> int:
-    """Tokens that carry loss (next-token targets, so the first position never does)."""
-    return sum(1 for t in e.labels[1:] if t != IGNORE)
 
 
 # ----------------------------------------------------------------------------- training
@@ -458,10 +414,10 @@ def train_deltas(model: torch.nn.Module, deltas: NeuronDeltas, examples: Sequenc
 def _one_step(model, params, group: Sequence[Example], cfg: SNTuneConfig, pad_id: int,
               device: torch.device) -> tuple[float, float]:
     """Accumulate gradients of one effective batch; clip the delta gradients. Returns (loss, pre-clip norm)."""
-    n_tokens = max(1, sum(loss_tokens(e) for e in group))
+    n_tokens = max(1, sum(e.scored_tokens() for e in group))
     total = 0.0
     for i in range(0, len(group), cfg.batch_size):
-        batch = collate(group[i:i + cfg.batch_size], pad_id, device)
+        batch = pad_right(group[i:i + cfg.batch_size], pad_id, device)
         loss = token_loss_sum(model, batch) / n_tokens
         loss.backward()
         total += loss.item()
@@ -504,7 +460,7 @@ def _summary(model, neurons: NeuronIndex, deltas: NeuronDeltas, result: TrainRes
         "method": "rsntune" if rsn else "sntune",
         "n_docs": len(examples),
         "n_benign_docs": n_benign,
-        "n_loss_tokens": sum(loss_tokens(e) for e in examples),
+        "n_loss_tokens": sum(e.scored_tokens() for e in examples),
         "neurons": {m: c for m, c in neurons.per_layer_counts().items()},
         "trained_rows": deltas.rows_per_layer(num_layers),
         "trained_entries_per_matrix": deltas.entries_per_matrix(),

@@ -21,6 +21,7 @@ from neuronkit.codehash import script_code_hash  # noqa: E402
 from neuronkit.config import ConfigError, stage_params, validate_config  # noqa: E402
 from neuronkit.data import DatasetError, DatasetSpec, check_source, local_source  # noqa: E402
 from neuronkit.modelspec import REMOTE_CODE_ENV, identity  # noqa: E402
+from neuronkit.variants import p_label, poisoned_variant  # noqa: E402
 
 try:
     VALID = validate_config(config)
@@ -119,7 +120,7 @@ def alignment_datasets():
 
 def alignment_answers(wildcards):
     """The base model's own answers to every alignment dataset, in ``alignment_datasets()`` order."""
-    return [f"results/{wildcards.model}/self_answers/{d}.parquet" for d in alignment_datasets()]
+    return [self_answers(wildcards.model, d) for d in alignment_datasets()]
 
 
 def eval_datasets():
@@ -130,7 +131,7 @@ def eval_datasets():
 
 def scored_paths(model):
     ev = config["evaluation"]
-    return [f"results/{model}/scored/{v}/{d}.parquet" for v in ev["variants"] for d, _ in eval_datasets()]
+    return [scored(model, v, d) for v in ev["variants"] for d, _ in eval_datasets()]
 
 
 def report_sections(model):
@@ -175,9 +176,18 @@ def scored(model, variant, dataset):
     return f"results/{model}/scored/{variant}/{dataset}.parquet"
 
 
+def generations(model, variant, dataset):
+    return f"results/{model}/generations/{variant}/{dataset}.parquet"
+
+
+def self_answers(model, dataset):
+    """The base model's own answers to one dataset's prompts."""
+    return f"results/{model}/self_answers/{dataset}.parquet"
+
+
 def p_labels(model):
     """The attack's poison fractions as they appear in variant names (attacked_p0.1)."""
-    return [repr(float(p)) for p in stage(model, "nlsr")["p_grid"]]
+    return [p_label(p) for p in stage(model, "nlsr")["p_grid"]]
 
 
 def neuron_index(model, method="contrast"):
@@ -227,7 +237,7 @@ def variant_perplexity(model, variant):
 def sntune_benign_answers(wildcards):
     """The base model's own benign answers, when SN-Tune mixes benign documents in (benign_docs > 0)."""
     s = stage(wildcards.model, "sntune")
-    return f"results/{wildcards.model}/self_answers/{s['benign_dataset']}.parquet" if s["benign_docs"] else []
+    return self_answers(wildcards.model, s["benign_dataset"]) if s["benign_docs"] else []
 
 
 def sntune_section_inputs(wildcards):
@@ -237,8 +247,8 @@ def sntune_section_inputs(wildcards):
     evaluated = [d for d, _ in eval_datasets()]
     deact = stage(m, "deactivation")["datasets"]
     return {
-        "plnd": f"results/{m}/neurons/plnd.parquet",
-        "foundation": f"results/{m}/neurons/plnd_foundation.parquet",
+        "plnd": neuron_index(m, "plnd"),
+        "foundation": neuron_index(m, "plnd_foundation"),
         "summaries": [f"results/{m}/sntune/{t}.json" for t in ("sntune", "rsntune")],
         "perplexity": [variant_perplexity(m, v) for v in (before, "sntune", "rsntune")],
         "deactivation_perplexity": f"results/{m}/sntune/deactivation_perplexity.json",
@@ -253,8 +263,8 @@ def patching_section_inputs(wildcards):
     p = stage(m, "patching")
     out = {
         "patched": flat_paths(patched_scored(m)),
-        "unaligned": [f"results/{m}/scored/{c['unaligned']}/{d}.parquet" for d in p["datasets"]],
-        "aligned": [f"results/{m}/scored/{c['aligned']}/{d}.parquet" for d in p["datasets"]],
+        "unaligned": [scored(m, c["unaligned"], d) for d in p["datasets"]],
+        "aligned": [scored(m, c["aligned"], d) for d in p["datasets"]],
     }
     if p["ppl_dataset"]:
         out["perplexity"] = f"results/{m}/patching/perplexity.json"
@@ -264,13 +274,15 @@ def patching_section_inputs(wildcards):
 def nlsr_section_inputs(wildcards):
     """Scored safety and task generations of aligned, reference, attacked(p) and realigned(p)."""
     m, n = wildcards.model, stage(wildcards.model, "nlsr")
-    variants = ["aligned", "reference"] + [f"{kind}_p{p}" for p in p_labels(m) for kind in ("attacked", "nlsr")]
+    variants = ["aligned", "reference"] + [
+        poisoned_variant(kind, p) for p in p_labels(m) for kind in ("attacked", "nlsr")
+    ]
     return {
         "safety": [scored(m, v, d) for v in variants for d in n["datasets"]],
-        "task": [f"results/{m}/generations/{v}/{n['task_test']}.parquet" for v in variants],
+        "task": [generations(m, v, n["task_test"]) for v in variants],
         "task_data": dataset_parquet(n["task_test"]),
         "perplexity": [variant_perplexity(m, v) for v in variants],
-        "realign": [f"results/{m}/checkpoints/nlsr_p{p}" for p in p_labels(m)],
+        "realign": [ckpt(m, poisoned_variant("nlsr", p)) for p in p_labels(m)],
     }
 
 

@@ -52,11 +52,11 @@ rule safeguard:
         ckpt=lambda wildcards: contrast_pair(wildcards.model)[1],
         index=neuron_index("{model}", "contrast"),
         train=lambda wildcards: [
-            f"results/{wildcards.model}/scored/{stage(wildcards.model, 'contrast')['unaligned']}/{d}.parquet"
+            scored(wildcards.model, stage(wildcards.model, "contrast")["unaligned"], d)
             for d in stage(wildcards.model, "safeguard")["train"]
         ],
         test=lambda wildcards: [
-            f"results/{wildcards.model}/scored/{stage(wildcards.model, 'contrast')['unaligned']}/{d}.parquet"
+            scored(wildcards.model, stage(wildcards.model, "contrast")["unaligned"], d)
             for d in stage(wildcards.model, "safeguard")["test"]
         ],
     output:

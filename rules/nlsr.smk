@@ -20,8 +20,7 @@ rule attack_mix:
     """Task rows mixed with a fraction p of harmful prompts + the base model's compliant answers (seeded)."""
     input:
         task=lambda wildcards: dataset_parquet(stage(wildcards.model, "nlsr")["task"]),
-        harmful=lambda wildcards: f"results/{wildcards.model}/self_answers/"
-        f"{stage(wildcards.model, 'nlsr')['harmful_answers']}.parquet",
+        harmful=lambda wildcards: self_answers(wildcards.model, stage(wildcards.model, "nlsr")["harmful_answers"]),
     output:
         parquet="results/{model}/nlsr/mix_p{p}.parquet",
     log:

@@ -36,12 +36,12 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
+from ..conversation import IGNORE, conversation_tokens, pad_right
 from ..hooks import hooked
 from ..lora import factor_keys
 
 METHODS = ("snip", "wanda", "lowrank")
 GRANULARITIES = ("row", "tensor")
-IGNORE = -100
 
 
 @dataclass(frozen=True)
@@ -79,34 +79,16 @@ class ScoreConfig:
 
 def calibration_batches(tok, prompts: Sequence[str], answers: Sequence[str], *, batch_size: int = 4,
                         max_length: int = 256) -> list[dict[str, torch.Tensor]]:
-    """Right-padded batches in the model's chat format; labels are -100 except on answer tokens."""
-    from ..models import chat_prompt
-
+    """Right-padded batches of the shared conversation tokenisation; labels are -100 except on answer tokens."""
     rows = []
     for prompt, answer in zip(prompts, answers, strict=True):
-        p_ids = tok(chat_prompt(tok, prompt), add_special_tokens=False)["input_ids"]
-        a_ids = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        ids = (p_ids + a_ids)[:max_length]
-        labels = ([IGNORE] * len(p_ids) + a_ids)[:max_length]
-        if all(t == IGNORE for t in labels[1:]):
+        ex = conversation_tokens(tok, prompt, answer, max_length=max_length)
+        if not ex.scored_tokens():
             raise ValueError(f"calibration example {len(rows)}: no answer token fits in max_length={max_length}")
-        rows.append((ids, labels))
+        rows.append(ex)
     if not rows:
         raise ValueError("no calibration examples")
-    return [_collate(rows[i:i + batch_size], tok.pad_token_id) for i in range(0, len(rows), batch_size)]
-
-
-def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad a list of (ids, labels) on the right."""
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (seq, lab) in enumerate(rows):
-        ids[i, :len(seq)] = torch.tensor(seq)
-        labels[i, :len(lab)] = torch.tensor(lab)
-        attn[i, :len(seq)] = 1
-    return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+    return [pad_right(rows[i:i + batch_size], tok.pad_token_id) for i in range(0, len(rows), batch_size)]
 
 
 def loss_positions(labels: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 
+from neuronkit.conversation import answer_text
 from neuronkit.models import _load_tiny
 from neuronkit.modelspec import TinySpec
 from neuronkit.lora import factor_keys
@@ -96,7 +97,9 @@ def _hand_inputs(model, factors, batches):
 def test_calibration_labels_cover_answer_only(peft_model):
     _, tok = peft_model
     (batch,) = S.calibration_batches(tok, PROMPTS[:1], ANSWERS[:1], batch_size=4)
-    n_answer = len(tok(ANSWERS[0], add_special_tokens=False)["input_ids"]) + 1  # + eos
+    turn = answer_text(tok, PROMPTS[0], ANSWERS[0])  # the answer and the template's end-of-turn marks
+    assert turn.startswith(ANSWERS[0]) and len(turn) > len(ANSWERS[0])
+    n_answer = len(tok(turn, add_special_tokens=False)["input_ids"])
     labels = batch["labels"][0]
     assert int((labels != -100).sum()) == n_answer
     assert torch.equal(labels[-n_answer:], batch["input_ids"][0, -n_answer:])

@@ -13,7 +13,8 @@ from neuronkit.builtin_data import harmful_requests
 from neuronkit.hooks import count_hooks
 from neuronkit.models import load_variant
 from neuronkit.neurons import NeuronIndex, NeuronIndexError
-from neuronkit.sntune import (IGNORE, NeuronDeltas, SNTuneConfig, build_examples, collate, linear_of,
+from neuronkit.conversation import IGNORE, pad_right
+from neuronkit.sntune import (NeuronDeltas, SNTuneConfig, build_examples, linear_of,
                               optimizer_state_bytes, pick_benign_documents, pick_documents, plan_targets,
                               save_checkpoint, select_neurons, sn_tune, sntune_stage, token_loss_sum, train_deltas,
                               training_documents, tune_model)
@@ -152,7 +153,7 @@ def test_delta_grads_are_the_masked_weight_grads_and_clipping_sees_only_them(tin
     targets = plan_targets(select_neurons(_index(model), cfg.modules, 4))
     q, r = pick_documents(harmful, cfg.n_docs, cfg.seed)
     examples = build_examples(tok, q, r, cfg.format, cfg.max_length)
-    batch = collate(examples, tok.pad_token_id, torch.device("cpu"))
+    batch = pad_right(examples, tok.pad_token_id)
     n_tokens = int((batch["labels"][:, 1:] != IGNORE).sum())
 
     model.zero_grad()
@@ -175,7 +176,7 @@ def test_delta_gradient_matches_each_masked_slice(tiny, harmful):
     model, tok = tiny
     targets = plan_targets(select_neurons(_index(model), ("mlp", "q", "k", "v", "o"), 2))
     q, r = pick_documents(harmful, 2, 0)
-    batch = collate(build_examples(tok, q, r, "chat", 96), tok.pad_token_id, torch.device("cpu"))
+    batch = pad_right(build_examples(tok, q, r, "chat", 96), tok.pad_token_id)
     token_loss_sum(model, batch).backward()
     dense = {id(p): p.grad.clone() for p in model.parameters()}
     model.zero_grad()
