@@ -4,6 +4,8 @@ A rule's ``code`` parameter is the hash of every ``neuronkit`` source file its s
 every import of those files (function-level imports included, and the packages' ``__init__.py`` files that an
 import runs). It is derived from the code, so it cannot drift from what the script uses. It is module-granular:
 editing a module reruns every rule that can import it, even when the rule calls none of the edited functions.
+A module that reads a file of the package at run time (a template) names it in a top-level ``DATA_FILES`` tuple of
+paths relative to the package; those files are hashed with the module.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 PACKAGE = "neuronkit"
+DATA_FILES = "DATA_FILES"
 
 
 def module_file(name: str, root: Path) -> Path | None:
@@ -74,8 +77,22 @@ def _direct_imports(path: Path, root: Path, _mtime_ns: int, _size: int) -> froze
     return frozenset(modules)
 
 
+def declared_data_files(path: Path, root: Path) -> list[Path]:
+    """The package files a module says it reads (its top-level ``DATA_FILES`` tuple of string literals)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == DATA_FILES for t in node.targets):
+            names = ast.literal_eval(node.value)
+            files = [root / PACKAGE / name for name in names]
+            missing = [str(f) for f in files if not f.is_file()]
+            if missing:
+                raise FileNotFoundError(f"{path}: {DATA_FILES} names files that do not exist: {missing}")
+            return files
+    return []
+
+
 def import_closure(script: Path, root: Path) -> list[Path]:
-    """Every ``neuronkit`` file ``script`` can run through imports, sorted by path."""
+    """Every ``neuronkit`` file ``script`` can run through imports, and the data files they declare, sorted."""
     seen: set[str] = set()
     todo = list(direct_imports(script.resolve(), root.resolve()))
     while todo:
@@ -83,7 +100,9 @@ def import_closure(script: Path, root: Path) -> list[Path]:
         if name not in seen:
             seen.add(name)
             todo.extend(direct_imports(module_file(name, root.resolve()), root.resolve()) - seen)
-    return sorted(module_file(name, root.resolve()) for name in seen)
+    modules = [module_file(name, root.resolve()) for name in seen]
+    data = {f for m in modules for f in declared_data_files(m, root.resolve())}
+    return sorted(set(modules) | data)
 
 
 def script_code_hash(script: Path, root: Path) -> str:

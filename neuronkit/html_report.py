@@ -2,23 +2,29 @@
 
 The page is meant to be mailed or archived as a single file, so nothing in it loads anything from elsewhere,
 and the same inputs give the same bytes (no timestamps, no dict-order surprises beyond the report's own).
+The markup is templates/report.html.j2; this module only shapes the report into plain dicts and lists for it.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import os
 import re
-import struct
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+from PIL import Image
+
 from .report import required_field
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLOT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+TEMPLATE = "report.html.j2"
+DATA_FILES = ("templates/report.html.j2",)  # hashed into the html_report rule's code (neuronkit.codehash)
 
 PLOT_TITLES = {
     "variant_scores": "Harmful score and over-refusal per variant",
@@ -28,27 +34,10 @@ PLOT_TITLES = {
     "overlap_heatmap": "Overlap between neuron sets",
 }
 
-CSS = """
-body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1150px; }
-h1 { margin-bottom: 0.1em; }
-.meta { color: #555; margin-top: 0; }
-figure { margin: 1em 0 1.8em 0; }
-figure img { display: block; max-width: 100%; height: auto; border: 1px solid #ddd; }
-figcaption { font-size: 0.9em; color: #333; max-width: 60em; margin-top: 0.4em; }
-table { border-collapse: collapse; margin: 0.5em 0 1.2em 0; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; }
-th { background: #f2f2f2; }
-caption { text-align: left; font-size: 0.95em; padding: 0.2em 0; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-p.missing { color: #888; font-style: italic; }
-p.note { font-size: 0.9em; color: #444; }
-nav ul { columns: 2; font-size: 0.9em; }
-"""
 
-
-def esc(value) -> str:
-    """Every piece of report text goes through here, so no field can inject markup."""
-    return html.escape(str(value), quote=True)
+def escape_html(value) -> Markup:
+    """Jinja's finalize: report text escaped as html.escape does (&quot;, &#x27;), keeping the page's bytes stable."""
+    return value if isinstance(value, Markup) else Markup(html.escape(str(value), quote=True))
 
 
 def fmt(value) -> str:
@@ -69,33 +58,57 @@ def fmt_ci(ci) -> str:
     return f"{fmt(ci[0])}–{fmt(ci[1])}" if isinstance(ci, (list, tuple)) and len(ci) == 2 else "—"
 
 
+def is_number(value) -> bool:
+    """Numbers are right-aligned in tables; booleans are not numbers there."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def environment() -> Environment:
+    """The template environment: everything escaped, an unknown name an error, fmt and 'numeric' for tables."""
+    env = Environment(loader=PackageLoader("neuronkit", "templates"), autoescape=True, finalize=escape_html,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["fmt"] = fmt
+    env.tests["numeric"] = is_number
+    return env
+
+
+ENVIRONMENT = environment()
+
+
 def distinct(items: Iterable[Mapping], key: str) -> str:
     """The distinct values of one field, joined, for captions ('harmful_novel, harmful_test')."""
     values = [item[key] for item in items if isinstance(item, Mapping) and item.get(key) is not None]
-    is_number = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in values]
-    numbers = sorted({v for v, number in zip(values, is_number) if number})
-    others = sorted({fmt(v) for v, number in zip(values, is_number) if not number})
+    numbers = sorted({v for v in values if is_number(v)})
+    others = sorted({fmt(v) for v in values if not is_number(v)})
     return ", ".join([fmt(v) for v in numbers] + others) or "?"
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence], caption: str | None = None) -> str:
-    """An HTML table; numeric cells are right-aligned."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>\n" for row in rows)
-    cap = f"<caption>{esc(caption)}</caption>" if caption else ""
-    return f"<table>{cap}<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table>\n"
+# ---- blocks: the pieces of a section, as the template's block macro takes them ----
+
+def table(headers: Sequence[str], rows: Iterable[Sequence], caption: str | None = None) -> dict:
+    """A table of raw cell values (the template formats them and right-aligns numbers)."""
+    return {"kind": "table", "headers": list(headers), "rows": [list(row) for row in rows], "caption": caption}
 
 
-def cell(value) -> str:
-    """One <td>, escaped."""
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return f'<td class="num">{esc(fmt(value))}</td>' if numeric else f"<td>{esc(fmt(value))}</td>"
+def note(text: str) -> dict:
+    """A short explanatory paragraph above a table."""
+    return {"kind": "note", "text": text}
 
 
-def key_value_table(obj: Mapping, keys: Sequence[str] | None = None) -> str:
-    """Scalar settings as a two-column table."""
+def heading(text: str) -> dict:
+    """A sub-heading inside a section."""
+    return {"kind": "heading", "text": text}
+
+
+def missing(text: str) -> dict:
+    """A one-line note that something the page would show is absent."""
+    return {"kind": "missing", "text": text}
+
+
+def key_value_table(obj: Mapping, keys: Sequence[str] | None = None) -> list[dict]:
+    """Scalar settings as a two-column table (no block when there are none)."""
     keys = [k for k in (keys or sorted(obj)) if k in obj and not isinstance(obj[k], Mapping)]
-    return table(("field", "value"), ((k, obj[k]) for k in keys)) if keys else ""
+    return [table(("field", "value"), ((k, obj[k]) for k in keys))] if keys else []
 
 
 def figure_value(fig: Mapping):
@@ -103,7 +116,7 @@ def figure_value(fig: Mapping):
     return fig.get("value", fig.get("accuracy"))
 
 
-def figures_table(figures: Sequence[Mapping], where: str) -> str:
+def figures_table(figures: Sequence[Mapping], where: str) -> dict:
     """Judged figures (variant, metric, dataset, value, CI, k/n, degenerate share, judge), one row each."""
     rows = []
     for i, fig in enumerate(figures):
@@ -117,11 +130,18 @@ def figures_table(figures: Sequence[Mapping], where: str) -> str:
                   "degenerate 95% CI", "answer perplexity (median)", "judge"), rows)
 
 
+# ---- figures ----
+
 def png_size(data: bytes, origin: str) -> tuple[int, int]:
-    """Width and height from the PNG header; anything else is refused, since the page embeds image/png."""
-    if not data.startswith(PNG_SIGNATURE) or len(data) < 24:
+    """Width and height from Pillow; anything but a readable PNG is refused, since the page embeds image/png."""
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+            is_png, size = img.format == "PNG", img.size
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"{origin}: not a PNG file") from error
+    if not is_png:
         raise ValueError(f"{origin}: not a PNG file")
-    return struct.unpack(">II", data[16:24])
+    return size
 
 
 def ordered_plot_names(plots: Mapping) -> list[str]:
@@ -130,8 +150,8 @@ def ordered_plot_names(plots: Mapping) -> list[str]:
     return known + sorted(set(plots) - set(known))
 
 
-def figure_html(number: int, name: str, path, caption: str) -> str:
-    """A <figure> with the PNG inlined as base64 at its natural size, and its caption."""
+def figure(number: int, name: str, path, caption: str) -> dict:
+    """One figure for the template: the PNG as a base64 data URI at its natural size, its title and caption."""
     if not PLOT_NAME.match(name):
         raise ValueError(f"plot name {name!r}: use letters, digits, '_' or '-' only (it becomes an HTML id)")
     path = Path(path)
@@ -139,11 +159,9 @@ def figure_html(number: int, name: str, path, caption: str) -> str:
         raise FileNotFoundError(f"plot {name!r}: {path} does not exist")
     data = path.read_bytes()
     width, height = png_size(data, f"plot {name!r} ({path})")
-    title = PLOT_TITLES.get(name, name.replace("_", " "))
-    src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    return (f'<figure id="fig-{name}">\n<img id="plot-{name}" alt="{esc(title)}" width="{width}" '
-            f'height="{height}" src="{src}">\n<figcaption><b>Figure {number}. {esc(title)}.</b> '
-            f"{esc(caption)}</figcaption>\n</figure>\n")
+    return {"number": number, "name": name, "title": PLOT_TITLES.get(name, name.replace("_", " ")),
+            "width": width, "height": height, "caption": caption,
+            "src": "data:image/png;base64," + base64.b64encode(data).decode("ascii")}
 
 
 # ---- captions: what each plot shows and on which dataset, n and judge ----
@@ -210,18 +228,18 @@ CAPTIONS: dict[str, Callable[[Mapping], str]] = {
 }
 
 
-# ---- sections: one function per report section ----
+# ---- sections: one function per report section, each giving the section's blocks ----
 
-def variants_html(variants: Mapping) -> str:
+def variants_blocks(variants: Mapping) -> list[dict]:
     """The variants' lineage, so every table row can be traced to a checkpoint."""
     rows = [(name, v.get("kind"), v.get("method"), v.get("parent"), v.get("source")) for name, v in variants.items()]
-    return table(("variant", "kind", "method", "parent", "source"), rows)
+    return [table(("variant", "kind", "method", "parent", "source"), rows)]
 
 
-def evaluation_html(section: Mapping) -> str:
+def evaluation_blocks(section: Mapping) -> list[dict]:
     """Harmful score and over-refusal per variant and dataset, with n and CI; the variants' benign-text perplexity."""
-    return (figures_table(required_field(section, "figures", "report['evaluation']"), "report['evaluation'].figures")
-            + perplexity_html(section.get("perplexity")))
+    figures = required_field(section, "figures", "report['evaluation']")
+    return [figures_table(figures, "report['evaluation'].figures")] + perplexity_blocks(section.get("perplexity"))
 
 
 PATCHING_COLUMNS = {"dataset": "dataset", "k": "k", "neurons": "neurons", "n": "n", "judge": "judge",
@@ -231,28 +249,28 @@ PATCHING_COLUMNS = {"dataset": "dataset", "k": "k", "neurons": "neurons", "n": "
                     "perplexity_safety": "perplexity (safety)", "perplexity_random": "perplexity (random)"}
 
 
-def patching_html(section: Mapping) -> str:
+def patching_blocks(section: Mapping) -> list[dict]:
     """One row per restore point (dataset, k), with the McNemar p-value of safety against random."""
     points = required_field(section, "points", "report['patching']")
     rows = [[p.get(c) for c in PATCHING_COLUMNS] + [(p.get("safety_vs_random") or {}).get("p_value")]
             for p in points]
-    note = f'<p class="note">{esc(section.get("definition", ""))}</p>\n' if section.get("definition") else ""
     headers = list(PATCHING_COLUMNS.values()) + ["p (safety vs random)"]
-    return note + table(headers, rows) + perplexity_html(section.get("perplexity"))
+    notes = [note(section["definition"])] if section.get("definition") else []
+    return notes + [table(headers, rows)] + perplexity_blocks(section.get("perplexity"))
 
 
-def perplexity_html(perplexity: Mapping | None) -> str:
+def perplexity_blocks(perplexity: Mapping | None) -> list[dict]:
     """Perplexity per condition (before/after, patched/unpatched), with the text it was measured on."""
     if not perplexity:
-        return ""
+        return []
     rows = [(name, v.get("perplexity"), v.get("neurons"), v.get("texts"), v.get("tokens"))
             for name, v in perplexity.items() if isinstance(v, Mapping)]
     text = ", ".join(f"{k}: {perplexity[k]}" for k in ("dataset", "text") if k in perplexity)
-    return table(("condition", "perplexity", "neurons", "texts", "tokens"), rows, f"Perplexity ({text})" if text else
-                 "Perplexity")
+    caption = f"Perplexity ({text})" if text else "Perplexity"
+    return [table(("condition", "perplexity", "neurons", "texts", "tokens"), rows, caption)]
 
 
-def safeguard_html(section: Mapping) -> str:
+def safeguard_blocks(section: Mapping) -> list[dict]:
     """Probe accuracy and F1 per neuron selection and dataset."""
     rows = [(selection, dataset, m.get("accuracy"), m.get("f1"), m.get("n"), m.get("positives"))
             for selection, by_dataset in section.items() if selection != "train" and isinstance(by_dataset, Mapping)
@@ -260,59 +278,62 @@ def safeguard_html(section: Mapping) -> str:
     if not rows:
         raise ValueError("report['safeguard']: no selection holds per-dataset 'accuracy' figures")
     train = section.get("train") or {}
-    note = (f"Probe on {section.get('k', '?')} neurons; label: {section.get('label', '?')}; judge: "
+    text = (f"Probe on {section.get('k', '?')} neurons; label: {section.get('label', '?')}; judge: "
             f"{section.get('judge', '?')}; trained on {fmt(train.get('datasets'))} (n = {train.get('n', '?')}).")
-    headers = ("neurons", "dataset", "accuracy", "F1", "n", "positives")
-    return f'<p class="note">{esc(note)}</p>\n' + table(headers, rows)
+    return [note(text), table(("neurons", "dataset", "accuracy", "F1", "n", "positives"), rows)]
 
 
 RUN_COLUMNS = ("method", "n_docs", "steps", "trained_entries", "trained_fraction", "optimizer_state_bytes",
                "final_loss")
 
 
-def sntune_html(section: Mapping) -> str:
+def sntune_blocks(section: Mapping) -> list[dict]:
     """PLND counts, tuning runs, before/after figures, deactivation figures and perplexity."""
-    parts = [plnd_counts_html(section.get("neurons") or {})]
+    blocks = plnd_counts_blocks(section.get("neurons") or {})
     tuning = section.get("tuning") or {}
     runs = tuning.get("runs") or {}
     if runs:
-        parts.append("<h3>SN-Tune and RSN-Tune runs</h3>\n" + table(
-            ("run",) + RUN_COLUMNS, ([name] + [run.get(c) for c in RUN_COLUMNS] for name, run in runs.items())))
+        rows = ([name] + [run.get(c) for c in RUN_COLUMNS] for name, run in runs.items())
+        blocks += [heading("SN-Tune and RSN-Tune runs"), table(("run",) + RUN_COLUMNS, rows)]
     if tuning.get("figures"):
-        parts.append("<h3>Before and after tuning</h3>\n" + figures_table(tuning["figures"],
-                                                                           "report['sntune'].tuning.figures"))
-    deactivation = section.get("deactivation") or {}
-    if deactivation.get("figures"):
-        note = deactivation.get("random_seed_note")
-        parts.append("<h3>Deactivation</h3>\n" + (f'<p class="note">{esc(note)}</p>\n' if note else "")
-                     + figures_table(deactivation["figures"], "report['sntune'].deactivation.figures")
-                     + perplexity_html(deactivation.get("perplexity")))
-    parts.append(perplexity_html(section.get("perplexity")))
-    return "".join(parts)
+        blocks += [heading("Before and after tuning"),
+                   figures_table(tuning["figures"], "report['sntune'].tuning.figures")]
+    blocks += deactivation_blocks(section.get("deactivation") or {})
+    return blocks + perplexity_blocks(section.get("perplexity"))
 
 
-def plnd_counts_html(neurons: Mapping) -> str:
+def deactivation_blocks(deactivation: Mapping) -> list[dict]:
+    """Figures and perplexity with neuron sets zeroed (nothing when no figures were measured)."""
+    if not deactivation.get("figures"):
+        return []
+    seed_note = deactivation.get("random_seed_note")
+    return ([heading("Deactivation")] + ([note(seed_note)] if seed_note else [])
+            + [figures_table(deactivation["figures"], "report['sntune'].deactivation.figures")]
+            + perplexity_blocks(deactivation.get("perplexity")))
+
+
+def plnd_counts_blocks(neurons: Mapping) -> list[dict]:
     """PLND neuron counts per set and module."""
     if not neurons:
-        return ""
+        return []
     modules = sorted({m for counts in neurons.values() for m in (counts.get("per_module") or {})})
     rows = [[name, counts.get("total")] + [(counts.get("per_module") or {}).get(m) for m in modules]
             for name, counts in neurons.items()]
-    return "<h3>PLND neurons</h3>\n" + table(["set", "total"] + modules, rows)
+    return [heading("PLND neurons"), table(["set", "total"] + modules, rows)]
 
 
-def nlsr_html(section: Mapping) -> str:
+def nlsr_blocks(section: Mapping) -> list[dict]:
     """One row per NLSR variant (aligned, reference, attacked(p), realigned(p)), one column per figure."""
     variants = required_field(section, "variants", "report['nlsr']")
     keys = list(dict.fromkeys(k for v in variants for k in (v.get("figures") or {})))
     rows = [[v.get("variant"), v.get("kind"), v.get("p")]
             + [nlsr_cell((v.get("figures") or {}).get(k)) for k in keys] + [v.get("perplexity")] for v in variants]
     figures = [f for v in variants for f in (v.get("figures") or {}).values()]
-    note = (f"Cells: value (95% CI), in %. n = {distinct(figures, 'n')}; judge: {distinct(figures, 'judge')}; "
+    text = (f"Cells: value (95% CI), in %. n = {distinct(figures, 'n')}; judge: {distinct(figures, 'judge')}; "
             f"task rule: {distinct(figures, 'rule')}.")
     params = section.get("params") or {}
-    return (f'<p class="note">{esc(note)}</p>\n' + table(["variant", "kind", "p"] + keys + ["perplexity"], rows)
-            + ("<h3>Settings</h3>\n" + key_value_table(params) if params else ""))
+    settings = [heading("Settings")] + key_value_table(params) if params else []
+    return [note(text), table(["variant", "kind", "p"] + keys + ["perplexity"], rows)] + settings
 
 
 def nlsr_cell(fig: Mapping | None) -> str | None:
@@ -323,66 +344,69 @@ def nlsr_cell(fig: Mapping | None) -> str | None:
 OVERLAP_COLUMNS = ("a", "b", "module", "k", "jaccard", "jaccard_random", "spearman")
 
 
-def overlap_html(section: Mapping) -> str:
+def overlap_blocks(section: Mapping) -> list[dict]:
     """The neuron-set pairs as a table (known columns first, nested per-layer detail left out), and definitions."""
     pairs = section.get("pairs")
     if not pairs:
-        return '<p class="missing">The overlap section has no pairs.</p>\n'
+        return [missing("The overlap section has no pairs.")]
     nested = {k for p in pairs for k, v in p.items() if isinstance(v, (list, dict))}
     extra = sorted({k for p in pairs for k in p} - set(OVERLAP_COLUMNS) - nested)
     columns = [c for c in OVERLAP_COLUMNS if any(c in p for p in pairs)] + extra
     definitions = section.get("definitions")
-    return table(columns, ([p.get(c) for c in columns] for p in pairs)) + (
-        "<h3>Definitions</h3>\n" + key_value_table(definitions) if isinstance(definitions, Mapping) else "")
+    glossary = [heading("Definitions")] + key_value_table(definitions) if isinstance(definitions, Mapping) else []
+    return [table(columns, ([p.get(c) for c in columns] for p in pairs))] + glossary
 
 
-SECTIONS: tuple[tuple[str, str, Callable[[Mapping], str]], ...] = (
-    ("evaluation", "Evaluation table: harmful score and over-refusal", evaluation_html),
-    ("patching", "Patching table: restore points", patching_html),
-    ("safeguard", "Safeguard table: harmfulness probe on neuron activations", safeguard_html),
-    ("sntune", "SN-Tune, RSN-Tune and deactivation tables", sntune_html),
-    ("nlsr", "NLSR table per variant", nlsr_html),
-    ("overlap", "Overlap table: neuron sets compared", overlap_html),
+SECTIONS: tuple[tuple[str, str, Callable[[Mapping], list[dict]]], ...] = (
+    ("evaluation", "Evaluation table: harmful score and over-refusal", evaluation_blocks),
+    ("patching", "Patching table: restore points", patching_blocks),
+    ("safeguard", "Safeguard table: harmfulness probe on neuron activations", safeguard_blocks),
+    ("sntune", "SN-Tune, RSN-Tune and deactivation tables", sntune_blocks),
+    ("nlsr", "NLSR table per variant", nlsr_blocks),
+    ("overlap", "Overlap table: neuron sets compared", overlap_blocks),
 )
 
 
-def section_html(report: Mapping, key: str, title: str, render: Callable[[Mapping], str]) -> str:
+# ---- the page ----
+
+def section(report: Mapping, key: str, title: str, shape: Callable[[Mapping], list[dict]]) -> dict:
     """A report section, or a one-line note when the report lacks it."""
-    body = (render(report[key]) if isinstance(report.get(key), Mapping) and report[key]
-            else f'<p class="missing">No {esc(key)} section in this report.</p>\n')
-    return f'<section id="sec-{key}">\n<h2>{esc(title)}</h2>\n{body}</section>\n'
+    present = isinstance(report.get(key), Mapping) and report[key]
+    blocks = shape(report[key]) if present else [missing(f"No {key} section in this report.")]
+    return {"key": key, "title": title, "blocks": blocks}
 
 
-def figures_html(report: Mapping, plots: Mapping) -> str:
+def variants_section(report: Mapping) -> dict:
+    """The variants table comes first among the sections, and is never an error when absent."""
+    variants = report.get("variants") or {}
+    blocks = variants_blocks(variants) if variants else [missing("No variants in this report.")]
+    return {"key": "variants", "title": "Variants table", "blocks": blocks}
+
+
+def figures(report: Mapping, plots: Mapping) -> list[dict]:
     """Every plot, in reading order, with its caption."""
-    if not plots:
-        return '<section id="figures">\n<h2>Figures</h2>\n<p class="missing">No plots were given.</p>\n</section>\n'
-    figures = [figure_html(i, name, plots[name], CAPTIONS.get(name, lambda r: "")(report))
-               for i, name in enumerate(ordered_plot_names(plots), start=1)]
-    return '<section id="figures">\n<h2>Figures</h2>\n' + "".join(figures) + "</section>\n"
+    return [figure(i, name, plots[name], CAPTIONS.get(name, lambda r: "")(report))
+            for i, name in enumerate(ordered_plot_names(plots), start=1)]
 
 
-def contents_html(plots: Mapping) -> str:
+def contents(plots: Mapping) -> list[dict]:
     """In-page links to the figures and sections."""
     links = [(f"fig-{n}", PLOT_TITLES.get(n, n)) for n in ordered_plot_names(plots) if PLOT_NAME.match(n)]
     links += [("sec-variants", "Variants table")] + [(f"sec-{key}", title) for key, title, _ in SECTIONS]
-    items = "".join(f'<li><a href="#{anchor}">{esc(text)}</a></li>' for anchor, text in links)
-    return f"<nav><ul>{items}</ul></nav>\n"
+    return [{"anchor": anchor, "text": text} for anchor, text in links]
+
+
+def page_context(report: Mapping, plots: Mapping) -> dict:
+    """Everything the template shows, checked in page order (so the first problem on the page is the one named)."""
+    model = required_field(report, "model", "report")
+    return {"model": model, "version": report.get("neuronkit_version", "unknown"), "contents": contents(plots),
+            "figures": figures(report, plots),
+            "sections": [variants_section(report)] + [section(report, *entry) for entry in SECTIONS]}
 
 
 def render_html(report: Mapping, plots: Mapping[str, str | os.PathLike]) -> str:
     """The whole page as text (write_html_report writes it)."""
-    model = required_field(report, "model", "report")
-    version = report.get("neuronkit_version", "unknown")
-    variants = report.get("variants") or {}
-    variants_body = variants_html(variants) if variants else '<p class="missing">No variants in this report.</p>\n'
-    return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>Safety-neuron report: {esc(model)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-            f"<h1>Safety-neuron report: {esc(model)}</h1>\n<p class=\"meta\">neuronkit {esc(version)}</p>\n"
-            + contents_html(plots) + figures_html(report, plots)
-            + f'<section id="sec-variants">\n<h2>Variants table</h2>\n{variants_body}</section>\n'
-            + "".join(section_html(report, key, title, render) for key, title, render in SECTIONS)
-            + "</body>\n</html>\n")
+    return ENVIRONMENT.get_template(TEMPLATE).render(page_context(report, plots))
 
 
 def write_html_report(report: Mapping, plots: Mapping[str, str | os.PathLike], out_html: str | os.PathLike) -> None:

@@ -2,8 +2,8 @@
 generation.
 
 Features are the activations of the top-k neurons at the last prompt token. A standardised,
-L2-regularised logistic regression (fitted with L-BFGS in float64, so it is deterministic)
-predicts whether the model's own greedy answer was judged harmful. It is compared with the
+L2-regularised logistic regression (scikit-learn's ``StandardScaler`` + ``LogisticRegression`` in a ``Pipeline``,
+L-BFGS in float64, so it is deterministic) predicts whether the model's own greedy answer was judged harmful. It is compared with the
 same probe on random neurons (same per-layer counts) and with the majority class.
 """
 
@@ -61,27 +61,24 @@ def last_prompt_features(model, tok, prompts: Sequence[str], index, batch_size: 
     return index_features(last_prompt_activations(model, tok, prompts, layers, batch_size, system_prompt), index)
 
 
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1.0) -> dict:
-    """Standardise, then minimise the mean log-loss + l2/2 |w|^2 / n (full-batch L-BFGS)."""
-    mean, std = x.mean(0), x.std(0).clamp(min=1e-8)
-    z = (x - mean) / std
-    w = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=500, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
-    target = y.double()
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1.0):
+    """Standardise, then minimise the mean log-loss + l2/2 |w|^2 / n: scikit-learn's ``C`` is 1 / l2. A training set
+    with one class gets a constant predictor of that class (a logistic fit has no optimum there)."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, target) + l2 * (w @ w) / (2 * len(y))
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return {"mean": mean, "std": std, "w": w.detach(), "b": b.detach()}
+    features, labels = x.double().numpy(), y.bool().numpy()
+    if len(set(labels.tolist())) < 2:
+        return DummyClassifier(strategy="most_frequent").fit(features, labels)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0 / l2, solver="lbfgs", max_iter=1000, tol=1e-8))
+    return probe.fit(features, labels)
 
 
-def predict(model: dict, x: torch.Tensor) -> torch.Tensor:
-    return (((x - model["mean"]) / model["std"]) @ model["w"] + model["b"]) > 0
+def predict(model, x: torch.Tensor) -> torch.Tensor:
+    """The fitted probe's unsafe / safe call for each row of ``x``."""
+    return torch.from_numpy(model.predict(x.double().numpy()).astype(bool))
 
 
 def classification_metrics(pred: torch.Tensor, y: torch.Tensor) -> dict:

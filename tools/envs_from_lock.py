@@ -37,11 +37,12 @@ FAMILIES = {
     "model": Family(
         "Rules that load or train a model (generation, training, neuron scoring, patching, NLSR).",
         ("transformers", "peft", "trl", "safetensors", "pyarrow", "pandas", "numpy", "datasets", "gguf", "pyyaml",
-         "tqdm"), torch=True),
+         "tqdm", "scipy", "scikit-learn"), torch=True),
     "report": Family(
         "Report rules: sections, plots, overlap and the HTML report. No model stack (transformers, peft,\n"
         "# trl); torch only for reading neuron indices and masks.",
-        ("safetensors", "pyarrow", "pandas", "numpy", "matplotlib", "pyyaml"), torch=True),
+        ("safetensors", "pyarrow", "pandas", "numpy", "matplotlib", "pyyaml", "scipy", "jinja2", "pillow"),
+        torch=True),
 }
 
 

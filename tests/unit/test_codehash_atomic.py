@@ -45,6 +45,25 @@ def test_the_hash_changes_with_a_deep_module_and_not_with_an_unused_one(tmp_path
     assert script_code_hash(script, tmp_path) != before
 
 
+def test_a_declared_template_is_hashed_with_its_module(tmp_path):
+    script = _package(tmp_path)
+    (tmp_path / "neuronkit" / "templates").mkdir()
+    (tmp_path / "neuronkit" / "templates" / "page.j2").write_text("<p>{{ x }}</p>\n")
+    (tmp_path / "neuronkit" / "d.py").write_text('X = 1\nDATA_FILES = ("templates/page.j2",)\n')
+    assert tmp_path / "neuronkit" / "templates" / "page.j2" in import_closure(script, tmp_path)
+    before = script_code_hash(script, tmp_path)
+    (tmp_path / "neuronkit" / "templates" / "page.j2").write_text("<p>{{ x }}!</p>\n")
+    assert script_code_hash(script, tmp_path) != before
+    (tmp_path / "neuronkit" / "d.py").write_text('DATA_FILES = ("templates/gone.j2",)\n')
+    with pytest.raises(FileNotFoundError, match="gone.j2"):
+        import_closure(script, tmp_path)
+
+
+def test_the_html_report_rule_hashes_its_template():
+    names = {p.name for p in import_closure(REPO / "workflow_scripts" / "html_report.py", REPO)}
+    assert {"html_report.py", "report.html.j2"} <= names
+
+
 def test_every_rule_hashes_the_script_it_runs():
     """The only hand-written part, the script name in ``script_code("x")``, must be the rule's own script."""
     rules = 0

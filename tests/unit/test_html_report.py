@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import copy
+import io
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from neuronkit.html_report import write_html_report
 from neuronkit.report import (neurons_per_layer_panels, plot_neurons_per_layer, plot_nlsr, plot_restore_curve,
@@ -359,6 +362,36 @@ def test_bad_plots_are_named(report, tmp_path, name, content, error, message):
     with pytest.raises(error, match=message):
         write_html_report(report, {name: path}, tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
+
+
+def encoded(image_format: str) -> bytes:
+    """A 3x2 white image as Pillow encodes it in the given format."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (3, 2), "white").save(buffer, image_format)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("content", [b"", b"GIF89a not a png", PNG_SIGNATURE + bytes(16), encoded("JPEG"),
+                                     encoded("PNG")[:30]],
+                         ids=["empty", "gif-text", "zeroed-header", "jpeg", "truncated-png"])
+def test_a_non_png_plot_is_refused_naming_its_file(report, tmp_path, content):
+    path = tmp_path / "scores.png"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"plot 'variant_scores' \({re.escape(str(path))}\): not a PNG file"):
+        write_html_report(report, {"variant_scores": path}, tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_script_in_a_note_and_a_caption_is_escaped(report, plots, tmp_path):
+    hostile = copy.deepcopy(report)
+    hostile["patching"]["definition"] = "<script>alert('x')</script>"  # the patching note and the restore caption
+    write_html_report(hostile, plots, tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    assert "<script" not in page and not [t for t, _ in start_tags(page) if t == "script"]
+    escaped = "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;"
+    assert f'<p class="note">{escaped}</p>' in page
+    restore = page.split('<figure id="fig-restore_curve">')[1].split("</figcaption>")[0]
+    assert restore.endswith(escaped)
 
 
 def test_a_malformed_section_names_its_missing_field(report, tmp_path):

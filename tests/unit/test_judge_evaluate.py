@@ -157,3 +157,8 @@ def test_a_scored_file_without_verdict_columns_is_refused_naming_the_dataset(tmp
     table = pa.table({"variant": ["v"], "judge": ["j"], "harmful": [True], "refused": [False]})
     with pytest.raises(ValueError, match="advbench.*degenerate"):
         score_table(table, "advbench", "harmful")
+
+
+def test_wilson_interval_is_plain_float_for_json():
+    assert all(type(v) is float for v in wilson_interval(26, 100) + wilson_interval(0, 41) + wilson_interval(41, 41))
+    assert wilson_interval(0, 0) != wilson_interval(0, 0)  # nan: no interval without a sample

@@ -113,11 +113,31 @@ def test_logistic_probe_separates_a_separable_problem_and_is_deterministic():
     x = torch.randn(200, 5, dtype=torch.float64)
     y = (x[:, 2] * 3 + 0.1 * x[:, 0] > 0)
     m1, m2 = fit_logistic(x[:150], y[:150]), fit_logistic(x[:150], y[:150])
-    assert torch.equal(m1["w"], m2["w"])
+    assert (m1[-1].coef_ == m2[-1].coef_).all() and torch.equal(predict(m1, x), predict(m2, x))
     metrics = classification_metrics(predict(m1, x[150:]), y[150:])
     assert metrics["accuracy"] >= 0.95 and metrics["f1"] >= 0.95
     noise = classification_metrics(predict(fit_logistic(torch.randn(150, 5, dtype=torch.float64), y[:150]), x[150:]), y[150:])
     assert noise["accuracy"] < metrics["accuracy"]
+
+
+def test_logistic_probe_matches_the_stated_objective():
+    """C = 1 / l2 on standardised features: the fitted weights are a stationary point of the documented loss."""
+    torch.manual_seed(1)
+    x = torch.randn(120, 4, dtype=torch.float64) * torch.tensor([1.0, 10.0, 0.1, 3.0], dtype=torch.float64)
+    y = (x[:, 0] + x[:, 1] / 10 + torch.randn(120, dtype=torch.float64) > 0)
+    probe = fit_logistic(x, y, l2=2.0)
+    scaler, logit = probe
+    z = torch.from_numpy(scaler.transform(x.numpy()))
+    w = torch.tensor(logit.coef_[0], requires_grad=True)
+    b = torch.tensor(logit.intercept_[0], requires_grad=True)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, y.double()) + 2.0 * (w @ w) / (2 * len(y))
+    loss.backward()
+    assert w.grad.abs().max() < 1e-5 and b.grad.abs() < 1e-5
+
+
+def test_a_one_class_training_set_gets_the_constant_probe():
+    x = torch.randn(10, 3, dtype=torch.float64)
+    assert predict(fit_logistic(x, torch.zeros(10, dtype=torch.bool)), x).tolist() == [False] * 10
 
 
 def test_majority_baseline_and_unsafe_labels():
