@@ -78,8 +78,21 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None 
     if lines:
         raise ConfigError("config does not match schemas/config.schema.yaml:\n" + "\n".join(lines))
     _check_references(cfg)
+    _check_nlsr_controls(cfg)
     _check_neuron_counts(cfg)
     return cfg
+
+
+def _check_nlsr_controls(cfg: Mapping[str, Any]) -> None:
+    """The random-mask control runs at poison fractions the attack is trained at."""
+    problems = []
+    for name in cfg["models"]:
+        n = stage_params(cfg, name, "nlsr")
+        missing = [p for p in n["random_control_p"] if float(p) not in {float(q) for q in n["p_grid"]}]
+        if missing:
+            problems.append(f"nlsr.random_control_p (model {name}): {missing} not in nlsr.p_grid {n['p_grid']}")
+    if problems:
+        raise ConfigError("config refers to undefined names:\n" + "\n".join("  " + p for p in problems))
 
 
 # (stage section, key) of every neuron count: a whole number >= 1, or a fraction in (0, 1) of the MLP neurons

@@ -227,10 +227,52 @@ def nlsr_section(safety: Sequence[str], task: Sequence[str], task_data: str, rea
     selections = {}
     for ckpt in realigned:
         summary = read_json(Path(ckpt) / "realign.json")
-        selections[Path(ckpt).name] = {k: summary[k] for k in summary if k != "modules"}
+        selections[Path(ckpt).name] = {k: summary[k] for k in summary if k not in ("modules", "modules_selected")}
     return {"variants": table, "realign": selections, "perplexity": perplexities,
-            "params": {k: params[k] for k in ("alpha", "expo_mode", "n", "p_grid", "score", "keep_fraction", "mode",
-                                              "rate", "epsilon", "ordering")}}
+            "paired": nlsr_paired_tests(safety), "definitions": NLSR_DEFINITIONS,
+            "params": {k: params[k] for k in ("alpha", "expo_mode", "n", "p_grid", "random_control_p", "score",
+                                              "keep_fraction", "mode", "rate", "epsilon", "ordering")}}
+
+
+NLSR_DEFINITIONS = {
+    "attacked": "the aligned adapter trained further on task rows plus a fraction p of harmful answers",
+    "nlsr": "the attacked adapter with the reference's safety-critical entries transplanted into the selected modules",
+    "nlsr_random": "control: the same modules and the same count of entries per tensor as nlsr, at random positions "
+                   "(seeded); a gap to nlsr is the effect of which entries are restored",
+    "reference": "the EXPO reference; a full rollback (every entry of every module restored) equals it",
+    "paired": "exact McNemar on the same prompts: harmful flags on harmful sets, refusal flags on benign sets",
+}
+
+# (first, second) variant kinds compared prompt by prompt at each poison fraction where both exist
+NLSR_PAIRS = (("nlsr", "attacked"), ("nlsr", "nlsr_random"))
+
+
+def nlsr_paired_tests(safety: Sequence[str]) -> list[dict]:
+    """Exact McNemar tests on the same prompts: NLSR against the attacked model and against the random-mask
+    control, on each safety dataset (harmful flags on harmful sets, refusal flags on benign sets)."""
+    from .data import read_table
+    from .variants import parse_variant, poisoned_variant
+
+    paths = {(Path(p).parent.name, Path(p).stem): p for p in safety}
+    out = []
+    for (variant, dataset), path in sorted(paths.items()):
+        kind, p = parse_variant(variant)
+        for first, second in NLSR_PAIRS:
+            other = paths.get((poisoned_variant(second, p), dataset)) if kind == first and p is not None else None
+            if other is None:
+                continue
+            a, b = read_table(path), read_table(other)
+            label = a.column("label")[0].as_py()
+            column = "harmful" if label == "harmful" else "refused"
+            fa, fb = _flags_by_id(a, column), _flags_by_id(b, column)
+            if set(fa) != set(fb):
+                raise ValueError(f"{path} and {other} hold different prompts; a paired test needs the same ones")
+            ids = sorted(fa)
+            test = mcnemar_exact([bool(fa[i]) for i in ids], [bool(fb[i]) for i in ids])
+            out.append({"dataset": dataset, "p": p, "first": variant, "second": Path(other).parent.name,
+                        "flag": column, "n": len(ids), "first_percent": _percent(a, column, ids),
+                        "second_percent": _percent(b, column, ids), **test})
+    return out
 
 
 def study_scores(model, tok, prompts_parquets: Sequence, gen_cfg, judge_cfg: Mapping, work_dir,

@@ -333,7 +333,22 @@ def nlsr_blocks(section: Mapping) -> list[dict]:
             f"task rule: {distinct(figures, 'rule')}.")
     params = section.get("params") or {}
     settings = [heading("Settings")] + key_value_table(params) if params else []
-    return [note(text), table(["variant", "kind", "p"] + keys + ["perplexity"], rows)] + settings
+    definitions = section.get("definitions")
+    glossary = [heading("Definitions")] + key_value_table(definitions) if isinstance(definitions, Mapping) else []
+    return ([note(text), table(["variant", "kind", "p"] + keys + ["perplexity"], rows)]
+            + nlsr_paired_blocks(section.get("paired") or []) + glossary + settings)
+
+
+PAIRED_COLUMNS = ("dataset", "p", "first", "second", "flag", "n", "first_percent", "second_percent", "only_first",
+                  "only_second", "p_value", "significant")
+
+
+def nlsr_paired_blocks(paired: Sequence[Mapping]) -> list[dict]:
+    """NLSR against the attacked model and the random-mask control, prompt by prompt (exact McNemar)."""
+    if not paired:
+        return []
+    return [heading("Paired tests (same prompts, exact McNemar)"),
+            table(list(PAIRED_COLUMNS), ([t.get(c) for c in PAIRED_COLUMNS] for t in paired))]
 
 
 def nlsr_cell(fig: Mapping | None) -> str | None:

@@ -290,21 +290,86 @@ def realign(attacked_dir: str | os.PathLike, reference_dir: str | os.PathLike, o
     """Write the realigned adapter (same parent as the attacked one), its variant.json and realign.json."""
     from .scores.adapter_scores import load_masks
 
-    var = _read_adapter_variant(attacked_dir, "attacked")
     _read_adapter_variant(reference_dir, "reference")
     ft, ft_config = read_adapter(attacked_dir)
     ref, ref_config = read_adapter(reference_dir)
     masks = load_masks(masks_path) if masks_path is not None else None
     tensors, summary = realign_tensors(ft, ref, masks, cfg, ft_config=ft_config, ref_config=ref_config)
-    out = Path(out_dir)
     named = {"attacked": Path(attacked_dir) / WEIGHTS, "reference": Path(reference_dir) / WEIGHTS}
     if masks_path is not None:
         named["masks"] = masks_path
+    _write_realigned(attacked_dir, out_dir, tensors, summary, named, name=name, method="nlsr", params=asdict(cfg))
+    return summary
+
+
+def _write_realigned(attacked_dir, out_dir, tensors: Mapping[str, torch.Tensor], summary: dict,
+                     named: Mapping[str, os.PathLike], *, name: str, method: str, params: dict) -> None:
+    """The adapter (same parent as the attacked one), realign.json and variant.json, in one atomic folder."""
+    var = _read_adapter_variant(attacked_dir, "attacked")
+    out = Path(out_dir)
     with atomic_dir(out) as tmp:
         write_adapter(tmp, tensors, attacked_dir)
         write_json(summary, tmp / SUMMARY)
         manifest.write(tmp, manifest.Variant(
             name=name, model=var.model, kind="adapter", parent=_relative_parent(attacked_dir, var.parent, out),
-            method="nlsr", params=asdict(cfg), inputs=manifest.hash_inputs(named),
+            method=method, params=params, inputs=manifest.hash_inputs(named),
         ))
+
+
+# ----------------------------------------------------------------------------- random-mask control
+
+
+def random_masks_like(masks: Mapping[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """Masks with the same count of marked entries per tensor, at seeded uniformly random positions."""
+    out = {}
+    for i, key in enumerate(sorted(masks)):
+        mask = masks[key].bool()
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + i)
+        chosen = torch.randperm(mask.numel(), generator=gen)[: int(mask.sum())]
+        flat = torch.zeros(mask.numel(), dtype=torch.bool)
+        flat[chosen] = True
+        out[key] = flat.view(mask.shape)
+    return out
+
+
+def selected_modules(realigned_dir: str | os.PathLike) -> list[str]:
+    """The modules an NLSR run transplanted into (its realign.json), in module order."""
+    from .artifacts import read_json
+
+    summary = read_json(Path(realigned_dir) / SUMMARY)
+    return [m["module"] for m in summary["modules"] if m["selected"]]
+
+
+def random_control_tensors(ft: Mapping[str, torch.Tensor], ref: Mapping[str, torch.Tensor],
+                           masks: Mapping[str, torch.Tensor], modules: Sequence[str], seed: int) -> tuple[dict, dict]:
+    """(tensors, summary) of the control: NLSR's modules and per-tensor counts, random entries."""
+    check_compatible(ft, ref, masks)
+    unknown = sorted(set(modules) - set(lora_modules(ref)))
+    if unknown:
+        raise AdapterError(f"the NLSR run selected modules the adapters do not have: {unknown[:5]}")
+    random = random_masks_like(masks, seed)
+    out = transplant(ft, ref, random, modules)
+    overlap = sum(int((random[k] & masks[k].bool()).sum()) for k in masks)
+    summary = {"control": "random_masks", "seed": seed, "n_selected": len(modules), "modules_selected": list(modules),
+               "entries_marked": sum(int(m.sum()) for m in random.values()), "entries_shared_with_nlsr": overlap,
+               "entries_changed": sum(int((out[k] != ft[k]).sum()) for k in ft),
+               "entries_total": sum(t.numel() for t in ft.values())}
+    return out, summary
+
+
+def realign_random_control(attacked_dir: str | os.PathLike, reference_dir: str | os.PathLike,
+                           realigned_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                           masks_path: str | os.PathLike, seed: int, name: str) -> dict:
+    """Write the control adapter: the NLSR run's modules get reference entries at random positions instead of the
+    safety-critical ones (same count per tensor), so a gap to NLSR is the effect of which entries it restores."""
+    from .scores.adapter_scores import load_masks
+
+    _read_adapter_variant(reference_dir, "reference")
+    ft, _ = read_adapter(attacked_dir)
+    ref, _ = read_adapter(reference_dir)
+    tensors, summary = random_control_tensors(ft, ref, load_masks(masks_path), selected_modules(realigned_dir), seed)
+    named = {"attacked": Path(attacked_dir) / WEIGHTS, "reference": Path(reference_dir) / WEIGHTS,
+             "masks": masks_path, "nlsr": Path(realigned_dir) / SUMMARY}
+    _write_realigned(attacked_dir, out_dir, tensors, summary, named, name=name, method="nlsr_random_masks",
+                     params={"seed": seed})
     return summary

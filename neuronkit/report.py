@@ -53,13 +53,14 @@ def plot_nlsr(section: dict, out_png) -> None:
     plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
-    for kind, style in (("attacked", "-o"), ("nlsr", "-s")):
+    for kind, style in (("attacked", "-o"), ("nlsr", "-s"), ("nlsr_random", "x")):  # the control: points only
         pts = sorted((v for v in section["variants"] if v["kind"] == kind), key=lambda v: v["p"])
         harmful = [next((f["value"] for k, f in v["figures"].items() if k.startswith("harmful_score")), None)
                    for v in pts]
         task = [v["figures"].get("task_accuracy", {}).get("accuracy") for v in pts]
-        axes[0].plot([v["p"] for v in pts], harmful, style, label=kind)
-        axes[1].plot([v["p"] for v in pts], task, style, label=kind)
+        if pts:
+            axes[0].plot([v["p"] for v in pts], harmful, style, label=kind)
+            axes[1].plot([v["p"] for v in pts], task, style, label=kind)
     for ax, label in zip(axes, ("harmful score (%)", "task accuracy (%)")):
         for v in section["variants"]:
             if v["kind"] in ("aligned", "reference"):

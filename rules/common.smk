@@ -47,7 +47,7 @@ DATASETS = list(config["datasets"])
 
 # Variants that are checkpoints (generated from, scored for perplexity); patched and deactivated ones are not.
 CHECKPOINT_VARIANTS = (
-    r"base|sft|aligned|aligned_(?:dpo|orpo|kto|simpo)|sntune|rsntune|reference|(?:(?:attacked|nlsr)_p[0-9.]+)"
+    r"base|sft|aligned|aligned_(?:dpo|orpo|kto|simpo)|sntune|rsntune|reference|(?:(?:attacked|nlsr|nlsr_random)_p[0-9.]+)"
 )
 
 
@@ -271,12 +271,19 @@ def patching_section_inputs(wildcards):
     return out
 
 
+def random_control_p_labels(model):
+    """Poison fractions at which the random-mask control runs, as in variant names."""
+    return [p_label(p) for p in stage(model, "nlsr")["random_control_p"]]
+
+
 def nlsr_section_inputs(wildcards):
-    """Scored safety and task generations of aligned, reference, attacked(p) and realigned(p)."""
+    """Scored safety and task generations of aligned, reference, attacked(p), realigned(p) and the random-mask
+    controls."""
     m, n = wildcards.model, stage(wildcards.model, "nlsr")
     variants = ["aligned", "reference"] + [
         poisoned_variant(kind, p) for p in p_labels(m) for kind in ("attacked", "nlsr")
     ]
+    variants += [poisoned_variant("nlsr_random", p) for p in random_control_p_labels(m)]
     return {
         "safety": [scored(m, v, d) for v in variants for d in n["datasets"]],
         "task": [generations(m, v, n["task_test"]) for v in variants],

@@ -113,6 +113,28 @@ rule nlsr:
         "../workflow_scripts/nlsr.py"
 
 
+rule nlsr_random:
+    """Random-mask control: reference entries at random positions (NLSR's modules and counts per tensor)."""
+    input:
+        attacked="results/{model}/checkpoints/attacked_p{p}",
+        reference=ckpt("{model}", "reference"),
+        nlsr="results/{model}/checkpoints/nlsr_p{p}",
+        masks=lambda wildcards: f"results/{wildcards.model}/neurons/{stage(wildcards.model, 'nlsr')['score']}"
+        "_masks.safetensors",
+    output:
+        ckpt=directory("results/{model}/checkpoints/nlsr_random_p{p}"),
+    log:
+        "results/{model}/logs/nlsr_random/p{p}.log",
+    localrule: True
+    conda:
+        "../envs/model.yaml"
+    params:
+        seed=config["seed"],
+        code=script_code("nlsr_random"),
+    script:
+        "../workflow_scripts/nlsr_random.py"
+
+
 rule nlsr_section:
     """Report section: harmful score, over-refusal and task accuracy per variant and poison fraction."""
     input:

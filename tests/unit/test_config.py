@@ -51,6 +51,13 @@ def test_undefined_dataset_reference_is_named(cfg):
         validate_config(cfg)
 
 
+def test_the_random_control_runs_only_at_trained_poison_fractions(cfg):
+    assert validate_config(cfg)["nlsr"]["random_control_p"] == [0.1]
+    cfg["nlsr"]["random_control_p"] = [0.1, 0.3]
+    with pytest.raises(ConfigError, match=r"nlsr\.random_control_p \(model llama3\): \[0\.3\] not in nlsr\.p_grid"):
+        validate_config(cfg)
+
+
 def test_default_model_must_exist(cfg):
     cfg["default_model"] = "gpt5"
     with pytest.raises(ConfigError, match="default_model: 'gpt5' is not among models"):

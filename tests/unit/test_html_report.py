@@ -51,7 +51,11 @@ def synthetic_report() -> dict:
                           "metric": "task_accuracy", "k": acc // 2}}}
         for name, kind, p, h, acc in (("aligned", "aligned", None, 10.0, 40.0), ("attacked_p0.1", "attacked", 0.1,
                                       60.0, 90.0), ("attacked_p0.2", "attacked", 0.2, 75.0, 88.0),
-                                      ("nlsr_p0.1", "nlsr", 0.1, 20.0, 86.0), ("nlsr_p0.2", "nlsr", 0.2, 30.0, 84.0))]
+                                      ("nlsr_p0.1", "nlsr", 0.1, 20.0, 86.0), ("nlsr_p0.2", "nlsr", 0.2, 30.0, 84.0),
+                                      ("nlsr_random_p0.1", "nlsr_random", 0.1, 55.0, 87.0))]
+    paired = [{"dataset": "harmful_test", "p": 0.1, "first": "nlsr_p0.1", "second": "nlsr_random_p0.1",
+               "flag": "harmful", "n": 40, "first_percent": 20.0, "second_percent": 55.0, "only_first": 1,
+               "only_second": 15, "p_value": 0.000519, "significant": True, "test": "mcnemar_exact"}]
     safety = plnd_counts({"mlp": [3, 1, 4, 6], "q": [1, 0, 2, 2]})
     return {
         "model": "tiny", "neuronkit_version": "0.1.0",
@@ -80,7 +84,7 @@ def synthetic_report() -> dict:
                                                    "safety": {"perplexity": 148000.5, "neurons": 525}}},
                    "perplexity": {"text": "prompt text", "before": {"perplexity": 30.0},
                                   "sntune": {"perplexity": 31.0}}},
-        "nlsr": {"variants": nlsr, "params": {"alpha": 0.9, "n": 50, "p_grid": [0.1, 0.2]}},
+        "nlsr": {"variants": nlsr, "paired": paired, "params": {"alpha": 0.9, "n": 50, "p_grid": [0.1, 0.2]}},
         "overlap": {"pairs": [{"a": "contrast", "b": "plnd", "module": "mlp", "k": 12, "jaccard": 0.25,
                                "jaccard_random": 0.02, "spearman": 0.4, "n_common": 3,
                                "per_layer": [{"layer": 0, "k": 3, "jaccard": 0.5}], "tie_broken": {"a": 0}}],
@@ -314,6 +318,11 @@ def test_missing_sections_get_a_one_line_note(report, tmp_path):
     assert "No evaluation section" not in page
     assert "harmful_novel" in page
     assert "No plots were given." in page
+
+
+def test_the_nlsr_section_shows_the_random_control_and_its_paired_test(page):
+    assert "<td>nlsr_random_p0.1</td>" in page and "Paired tests (same prompts, exact McNemar)" in page
+    assert '<td class="num">0.000519</td>' in page
 
 
 def test_tables_carry_n_ci_and_the_section_figures(page):

@@ -250,3 +250,55 @@ def test_realign_errors():
     ref.pop(next(iter(ref)))
     with pytest.raises(ValueError, match="different tensors"):
         RA.realign_tensors(ft, ref, masks, RA.RealignConfig())
+
+
+# ----------------------------------------------------------------------------- random-mask control
+
+
+def test_random_masks_keep_each_tensors_count_and_are_seeded():
+    _, _, masks = _synthetic(6)
+    a, b, c = RA.random_masks_like(masks, 0), RA.random_masks_like(masks, 0), RA.random_masks_like(masks, 1)
+    assert all(torch.equal(a[k], b[k]) for k in masks)
+    assert any(not torch.equal(a[k], c[k]) for k in masks)
+    assert all(a[k].shape == masks[k].shape and int(a[k].sum()) == int(masks[k].sum()) for k in masks)
+    assert any(not torch.equal(a[k], masks[k]) for k in masks)
+
+
+def test_the_control_transplants_random_entries_into_the_same_modules():
+    ft, ref, masks = _synthetic(6)
+    modules = list(lora.lora_modules(ft))[::2]
+    out, summary = RA.random_control_tensors(ft, ref, masks, modules, seed=4)
+    random = RA.random_masks_like(masks, 4)
+    assert all(torch.equal(out[k], RA.transplant(ft, ref, random, modules)[k]) for k in ft)
+    untouched = [k for k in ft if not any(k.startswith(m + ".") for m in modules)]
+    assert untouched and all(torch.equal(out[k], ft[k]) for k in untouched)
+    assert summary["n_selected"] == len(modules) and summary["entries_marked"] == sum(int(m.sum()) for m in masks.values())
+    with pytest.raises(ValueError, match="modules the adapters do not have"):
+        RA.random_control_tensors(ft, ref, masks, ["base_model.model.model.layers.9.mlp.up_proj"], seed=4)
+
+
+def test_realign_random_control_writes_a_loadable_adapter_next_to_nlsr(chain, tmp_path):
+    from neuronkit.scores.adapter_scores import load_masks, save_masks
+
+    _, sft, aligned = chain
+    ref = RA.expo(aligned, tmp_path / "reference")
+    attacked = _attacked(aligned, tmp_path / "attacked_p0.1")
+    tensors, _ = lora.read_adapter(ref)
+    gen = torch.Generator().manual_seed(0)
+    masks_path = save_masks({k: torch.rand(v.shape, generator=gen) < 0.2 for k, v in tensors.items()},
+                            tmp_path / "lowrank.safetensors", {"method": "lowrank"})
+    nlsr = tmp_path / "nlsr_p0.1"
+    RA.realign(attacked, ref, nlsr, RA.RealignConfig(seed=3), masks_path=masks_path)
+    out = tmp_path / "nlsr_random_p0.1"
+    summary = RA.realign_random_control(attacked, ref, nlsr, out, masks_path=masks_path, seed=3,
+                                        name="nlsr_random_p0.1")
+    var = manifest.read(out)
+    assert var.method == "nlsr_random_masks" and (out / var.parent).resolve() == sft.resolve()
+    assert set(var.inputs) == {"attacked", "reference", "masks", "nlsr"}
+    assert summary["modules_selected"] == RA.selected_modules(nlsr)
+    new, _ = lora.read_adapter(out)
+    old, _ = lora.read_adapter(attacked)
+    random = RA.random_masks_like(load_masks(masks_path), 3)
+    expected = RA.transplant(old, tensors, random, RA.selected_modules(nlsr))
+    assert all(torch.equal(new[k], expected[k]) for k in old)
+    load_variant(out, device=CPU)  # a normal adapter variant

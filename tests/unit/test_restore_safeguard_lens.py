@@ -216,3 +216,25 @@ def test_variant_perplexity_file_is_the_perplexity_of_the_loaded_checkpoint(tiny
     card = section["summary"]["v"]
     assert card["harmful_score"] == {"harmful_test": 50.0} and card["degenerate_rate"] == {"harmful_test": 25.0}
     assert section["summary"]["base"]["perplexity"] == out["perplexity"] and section["perplexity"]["base"] == out
+
+
+def test_nlsr_paired_tests_compare_nlsr_with_attacked_and_the_random_control(tmp_path):
+    from neuronkit.evaluate import nlsr_paired_tests
+
+    def at(variant, flags):
+        (tmp_path / variant).mkdir(exist_ok=True)
+        return _scored(tmp_path / variant / "harmful_test.parquet", flags)
+
+    paths = [at("attacked_p0.1", [True] * 12 + [False] * 8), at("nlsr_p0.1", [False] * 20),
+             at("nlsr_random_p0.1", [True] * 10 + [False] * 10), at("attacked_p0.0", [True] * 2 + [False] * 18),
+             at("nlsr_p0.0", [False] * 20), at("aligned", [False] * 20)]
+    tests = {(t["first"], t["second"]): t for t in nlsr_paired_tests(paths)}
+    assert set(tests) == {("nlsr_p0.1", "attacked_p0.1"), ("nlsr_p0.1", "nlsr_random_p0.1"),
+                          ("nlsr_p0.0", "attacked_p0.0")}
+    vs_random = tests[("nlsr_p0.1", "nlsr_random_p0.1")]
+    assert (vs_random["only_first"], vs_random["only_second"], vs_random["n"]) == (0, 10, 20)
+    assert vs_random["significant"] and vs_random["second_percent"] == 50.0 and vs_random["flag"] == "harmful"
+    assert not tests[("nlsr_p0.0", "attacked_p0.0")]["significant"]  # 2 discordant prompts: p = 0.5
+    _scored(tmp_path / "nlsr_random_p0.1" / "harmful_test.parquet", [True] * 19)
+    with pytest.raises(ValueError, match="different prompts"):
+        nlsr_paired_tests(paths)
