@@ -46,9 +46,7 @@ DATASETS = list(config["datasets"])
 
 
 # Variants that are checkpoints (generated from, scored for perplexity); patched and deactivated ones are not.
-CHECKPOINT_VARIANTS = (
-    r"base|sft|aligned|aligned_(?:dpo|orpo|kto|simpo)|sntune|rsntune|reference|(?:(?:attacked|nlsr|nlsr_random)_p[0-9.]+)"
-)
+CHECKPOINT_VARIANTS = r"base|sft|aligned|aligned_(?:dpo|orpo|kto|simpo)|sntune|rsntune|reference|(?:(?:attacked|nlsr|nlsr_random)_p[0-9.]+)"
 
 
 wildcard_constraints:
