@@ -24,6 +24,10 @@ include: "rules/nlsr.smk"
 include: "rules/report.smk"
 
 
+onstart:
+    preflight(workflow)
+
+
 rule all:
     input:
         report_json(config["default_model"]),

@@ -112,34 +112,77 @@ def _k_problem(value, total: int | None) -> str | None:
     return None
 
 
+# (stage section, dotted key) of every token length a model must hold: training sequences, documents, new tokens
+LENGTH_KEYS = (("sft", "max_length"), ("preference", "max_length"), ("plnd", "max_length"), ("sntune", "max_length"),
+               ("nlsr", "attack.max_length"), ("self_answers", "max_new_tokens"), ("generate", "max_new_tokens"),
+               ("contrast", "max_new_tokens"))
+
+
 def _check_neuron_counts(cfg: Mapping[str, Any]) -> None:
-    """Model shapes (builtin specs, or a config.json at hand; never weights) and every k value, before any job."""
+    """Model shapes (builtin specs, or a config.json at hand; never weights) against every k value, PLND top-k and
+    token length, before any job."""
     from .archs import UnsupportedArchitectureError
     from .modelspec import ModelSpec, ModelSpecError
 
     problems: list[str] = []
     for name, model in cfg["models"].items():
         try:
-            sizes = ModelSpec.from_config(name, model).site_sizes()
+            spec = ModelSpec.from_config(name, model)
+            sizes = spec.site_sizes()
         except (ModelSpecError, UnsupportedArchitectureError) as err:
             problems.append(str(err) if str(err).startswith("models.") else f"models.{name}.{err}")
             continue
-        total = sizes[0] * sizes[1]["mlp"] if sizes else None
-        for stage, key in K_KEYS:
-            values = stage_params(cfg, name, stage)[key]
-            for value in values if isinstance(values, list) else [values]:
-                why = _k_problem(value, total)
-                if why:
-                    problems.append(f"{stage}.{key} (model {name}): {value!r} {why}")
-        if sizes:
-            plnd = stage_params(cfg, name, "plnd")
-            per_layer = {"ffn_top_k": sizes[1]["mlp"], "attn_top_k": min(v for m, v in sizes[1].items() if m != "mlp")}
-            for key, limit in per_layer.items():
-                if plnd[key] is not None and plnd[key] > limit:
-                    problems.append(f"plnd.{key} (model {name}): {plnd[key]} exceeds the {limit} dims per layer "
-                                    "of the smallest module it applies to")
+        problems += _k_problems(cfg, name, sizes) + _plnd_problems(cfg, name, sizes)
+        problems += _length_problems(cfg, name, _context_length(spec))
     if problems:
         raise ConfigError("config values do not fit the models:\n" + "\n".join("  " + p for p in problems))
+
+
+def _k_problems(cfg: Mapping[str, Any], name: str, sizes) -> list[str]:
+    """Every neuron count (K_KEYS) that is malformed or larger than the model's MLP neurons."""
+    total = sizes[0] * sizes[1]["mlp"] if sizes else None
+    problems = []
+    for stage, key in K_KEYS:
+        values = stage_params(cfg, name, stage)[key]
+        for value in values if isinstance(values, list) else [values]:
+            why = _k_problem(value, total)
+            if why:
+                problems.append(f"{stage}.{key} (model {name}): {value!r} {why}")
+    return problems
+
+
+def _plnd_problems(cfg: Mapping[str, Any], name: str, sizes) -> list[str]:
+    """PLND's per-layer top-k against the dims of the smallest module each applies to (when the shape is known)."""
+    if not sizes:
+        return []
+    plnd = stage_params(cfg, name, "plnd")
+    per_layer = {"ffn_top_k": sizes[1]["mlp"], "attn_top_k": min(v for m, v in sizes[1].items() if m != "mlp")}
+    return [f"plnd.{key} (model {name}): {plnd[key]} exceeds the {limit} dims per layer of the smallest module it "
+            "applies to" for key, limit in per_layer.items() if plnd[key] is not None and plnd[key] > limit]
+
+
+def _context_length(spec) -> int | None:
+    """The model's context (max_position_embeddings) from a config.json at hand (a local folder or the local hub
+    cache); None for builtins and for hub ids not in the cache."""
+    if spec.builtin is not None:
+        return None
+    config = spec.local_config()  # the same read-only config.json the shape comes from (never weights)
+    return getattr(config, "max_position_embeddings", None) if config is not None else None
+
+
+def _length_problems(cfg: Mapping[str, Any], name: str, context: int | None) -> list[str]:
+    """Every token length (LENGTH_KEYS) longer than the model's context."""
+    if context is None:
+        return []
+    problems = []
+    for stage, dotted in LENGTH_KEYS:
+        value = stage_params(cfg, name, stage)
+        for part in dotted.split("."):
+            value = value[part]
+        if value > context:
+            problems.append(f"{stage}.{dotted} (model {name}): {value} exceeds the model's context of {context} "
+                            "tokens (max_position_embeddings in its config.json)")
+    return problems
 
 
 def _check_references(cfg: Mapping[str, Any]) -> None:

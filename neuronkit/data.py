@@ -52,7 +52,7 @@ BUILTINS = {
 TEXT_COLUMNS = ("response", "chosen", "rejected", "category")
 # schema columns a spec may map, plus "input" (the Alpaca input field that join_input appends)
 MAPPABLE = ("id", "prompt", *TEXT_COLUMNS, "label", "input")
-_ELEMENT = re.compile(r"^(?P<col>.+)\[(?P<idx>-?\d+)\]$")
+ELEMENT_COLUMN = re.compile(r"^(?P<col>.+)\[(?P<idx>-?\d+)\]$")
 # The model-independent token count of max_prompt_tokens: words and single punctuation marks (subword tokenizers
 # give about 1.2-1.5x as many for English text).
 _PROMPT_TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -62,7 +62,7 @@ class DatasetError(ValueError):
     """Bad dataset input; the message names the dataset, the file and the row."""
 
 
-def _error(name: str, origin: Any, message: str, row: int | None = None) -> DatasetError:
+def dataset_error(name: str, origin: Any, message: str, row: int | None = None) -> DatasetError:
     """One message layout for every problem, so users always see dataset, file and row."""
     where = f"dataset {name!r} ({origin})" + (f", row {row}" if row is not None else "")
     return DatasetError(f"{where}: {message}")
@@ -99,7 +99,7 @@ class DatasetSpec:
         """Reject a malformed spec at construction, before any file is read."""
         object.__setattr__(self, "where", {str(k): _as_tuple(self.name, k, v) for k, v in self.where.items()})
         for problem in self._problems():
-            raise _error(self.name, self.source, problem)
+            raise dataset_error(self.name, self.source, problem)
 
     def _problems(self) -> list[str]:
         """Every reason this spec cannot be loaded (empty when it is fine)."""
@@ -173,7 +173,7 @@ def _load_builtin(spec: DatasetSpec) -> list[dict]:
     try:
         rows = func(spec.split)
     except (ValueError, KeyError) as exc:
-        raise _error(spec.name, spec.source, f"cannot load builtin split {spec.split!r}: {exc}") from exc
+        raise dataset_error(spec.name, spec.source, f"cannot load builtin split {spec.split!r}: {exc}") from exc
     return [dict(r) for r in rows]
 
 
@@ -181,13 +181,13 @@ def _load_hf(spec: DatasetSpec) -> list[dict]:
     """Rows of a Hugging Face hub dataset; offline machines get an explicit hint."""
     hub_id = spec.source[len("hf:"):]
     if not hub_id:
-        raise _error(spec.name, spec.source, "hf: source needs a hub id, e.g. hf:walledai/AdvBench")
+        raise dataset_error(spec.name, spec.source, "hf: source needs a hub id, e.g. hf:walledai/AdvBench")
     try:
         import datasets
 
         loaded = datasets.load_dataset(hub_id, spec.subset, split=spec.split)
     except Exception as exc:  # noqa: BLE001 - any hub/cache failure becomes one clear message
-        raise _error(spec.name, spec.source,
+        raise dataset_error(spec.name, spec.source,
                      f"could not load Hugging Face dataset {hub_id!r} (subset={spec.subset!r}, split={spec.split!r}): "
                      f"{type(exc).__name__}: {exc}. This machine may be offline (HF_HUB_OFFLINE=1): download the "
                      "dataset once where the hub is reachable, or point 'source' at a local file") from exc
@@ -200,7 +200,7 @@ def _one_split(spec: DatasetSpec, loaded: Any) -> Any:
         return loaded
     if len(loaded) == 1:
         return next(iter(loaded.values()))
-    raise _error(spec.name, spec.source, f"the hub dataset has splits {sorted(loaded)}; set 'split' to one of them")
+    raise dataset_error(spec.name, spec.source, f"the hub dataset has splits {sorted(loaded)}; set 'split' to one of them")
 
 
 def _read_text(spec: DatasetSpec, path: Path) -> str:
@@ -211,7 +211,7 @@ def _read_text(spec: DatasetSpec, path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise _error(spec.name, path, f"not UTF-8 text at line {line} of the file, byte {column} of that line "
+        raise dataset_error(spec.name, path, f"not UTF-8 text at line {line} of the file, byte {column} of that line "
                                       f"({raw[exc.start:exc.start + 4]!r}); save the file as UTF-8") from exc
 
 
@@ -219,7 +219,7 @@ def _objects(spec: DatasetSpec, path: Path, items: list) -> list[dict]:
     """Check that every JSON item is an object (a row)."""
     for i, item in enumerate(items):
         if not isinstance(item, dict):
-            raise _error(spec.name, path, f"expected a JSON object, got {type(item).__name__}", row=i)
+            raise dataset_error(spec.name, path, f"expected a JSON object, got {type(item).__name__}", row=i)
     return items
 
 
@@ -235,7 +235,7 @@ def _read_csv(spec: DatasetSpec, path: Path) -> list[dict]:
     except pd.errors.EmptyDataError:
         return []
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise _error(spec.name, path, f"cannot parse CSV: {exc}") from exc
+        raise dataset_error(spec.name, path, f"cannot parse CSV: {exc}") from exc
     return [{str(k): (v if v != "" else None) for k, v in rec.items()} for rec in frame.to_dict("records")]
 
 
@@ -244,12 +244,12 @@ def _read_json(spec: DatasetSpec, path: Path) -> list[dict]:
     try:
         data = json.loads(_read_text(spec, path))
     except json.JSONDecodeError as exc:
-        raise _error(spec.name, path, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+        raise dataset_error(spec.name, path, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         data = lists[0] if len(lists) == 1 else data
     if not isinstance(data, list):
-        raise _error(spec.name, path, "expected a JSON list of objects (or an object holding one such list)")
+        raise dataset_error(spec.name, path, "expected a JSON list of objects (or an object holding one such list)")
     return _objects(spec, path, data)
 
 
@@ -262,9 +262,9 @@ def _read_jsonl(spec: DatasetSpec, path: Path) -> list[dict]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise _error(spec.name, path, f"line {lineno}: invalid JSON: {exc.msg}") from exc
+            raise dataset_error(spec.name, path, f"line {lineno}: invalid JSON: {exc.msg}") from exc
         if not isinstance(obj, dict):
-            raise _error(spec.name, path, f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
+            raise dataset_error(spec.name, path, f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
         rows.append(obj)
     return rows
 
@@ -274,7 +274,7 @@ def _read_parquet(spec: DatasetSpec, path: Path) -> list[dict]:
     try:
         return read_table(path).to_pylist()
     except (pa.ArrowException, OSError) as exc:
-        raise _error(spec.name, path, f"cannot read Parquet: {exc}") from exc
+        raise dataset_error(spec.name, path, f"cannot read Parquet: {exc}") from exc
 
 
 _READERS: dict[str, Callable[[DatasetSpec, Path], list[dict]]] = {
@@ -287,16 +287,16 @@ def load_rows(spec: DatasetSpec, base_dir: str | os.PathLike = ".") -> list[dict
     if spec.source in BUILTINS:
         return _load_builtin(spec)
     if spec.source.startswith("builtin:"):
-        raise _error(spec.name, spec.source, f"unknown builtin source; expected one of {sorted(BUILTINS)}")
+        raise dataset_error(spec.name, spec.source, f"unknown builtin source; expected one of {sorted(BUILTINS)}")
     if spec.source.startswith("hf:"):
         return _load_hf(spec)
     path = _local_path(spec, base_dir)
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
-        raise _error(spec.name, path, f"unknown file type {path.suffix or '(none)'!r} of {str(path)!r}; expected "
+        raise dataset_error(spec.name, path, f"unknown file type {path.suffix or '(none)'!r} of {str(path)!r}; expected "
                      f"{', '.join(sorted(BUILTINS))}, hf:<hub id>, or a file ending {', '.join(FILE_SUFFIXES)}")
     if not path.is_file():
-        raise _error(spec.name, path, f"no such file: {str(path)!r}")
+        raise dataset_error(spec.name, path, f"no such file: {str(path)!r}")
     return reader(spec, path)
 
 
@@ -317,12 +317,12 @@ def _source_columns(spec: DatasetSpec, path: Path) -> list[str] | None:
             with path.open(newline="", encoding="utf-8") as fh:
                 return next(csv.reader(fh), [])
         except UnicodeDecodeError as exc:
-            raise _error(spec.name, path, f"not UTF-8 text: {exc}") from exc
+            raise dataset_error(spec.name, path, f"not UTF-8 text: {exc}") from exc
     if suffix == ".parquet":
         try:
             return list(pq.read_schema(path).names)
         except (pa.ArrowException, OSError) as exc:
-            raise _error(spec.name, path, f"cannot read Parquet: {exc}") from exc
+            raise dataset_error(spec.name, path, f"cannot read Parquet: {exc}") from exc
     return None
 
 
@@ -332,24 +332,24 @@ def check_source(spec: DatasetSpec, base_dir: str | os.PathLike = ".") -> None:
     if path is None:
         return
     if path.suffix.lower() not in _READERS:
-        raise _error(spec.name, path, f"unknown file type {path.suffix or '(none)'!r}; expected a file ending "
+        raise dataset_error(spec.name, path, f"unknown file type {path.suffix or '(none)'!r}; expected a file ending "
                      f"{', '.join(FILE_SUFFIXES)}")
     if not path.is_file():
-        raise _error(spec.name, path, f"no such file: {str(path)!r}")
+        raise dataset_error(spec.name, path, f"no such file: {str(path)!r}")
     have = _source_columns(spec, path)
     if have is None:
         return
-    wanted = {**{f"columns.{k}": _ELEMENT.sub(r"\g<col>", v) for k, v in _plan(spec)[0].items()},
+    wanted = {**{f"columns.{k}": ELEMENT_COLUMN.sub(r"\g<col>", v) for k, v in column_plan(spec)[0].items()},
               **{f"where.{k}": k for k in spec.where}}
     missing = {key: col for key, col in wanted.items() if col not in have}
     if missing:
         listed = ", ".join(f"{col!r} (for {key})" for key, col in sorted(missing.items()))
-        raise _error(spec.name, path, f"missing column(s) {listed}; the file has {have}")
+        raise dataset_error(spec.name, path, f"missing column(s) {listed}; the file has {have}")
 
 
 # ----------------------------------------------------------------------------- mapping into SCHEMA
 
-def _plan(spec: DatasetSpec) -> tuple[dict[str, str], str | None]:
+def column_plan(spec: DatasetSpec) -> tuple[dict[str, str], str | None]:
     """Effective column mapping and constant label (builtin sources bring their own defaults)."""
     columns, label = {"prompt": "prompt", **spec.columns}, spec.label
     builtin = BUILTINS.get(spec.source)
@@ -365,12 +365,12 @@ def _plan(spec: DatasetSpec) -> tuple[dict[str, str], str | None]:
 def _check_label_plan(spec: DatasetSpec, origin: str, columns: Mapping[str, str], label: str | None) -> None:
     """Exactly one way to get a label: a constant or a mapped label column (label_map needs the column)."""
     if label is None and "label" not in columns:
-        raise _error(spec.name, origin, f"no label: set 'label' to one of {LABELS} or map a label column "
+        raise dataset_error(spec.name, origin, f"no label: set 'label' to one of {LABELS} or map a label column "
                      "(columns: {label: <column>}, with label_map if its values differ)")
     if label is not None and "label" in columns:
-        raise _error(spec.name, origin, "set either 'label' or columns.label, not both")
+        raise dataset_error(spec.name, origin, "set either 'label' or columns.label, not both")
     if spec.label_map and "label" not in columns:
-        raise _error(spec.name, origin, "label_map needs a mapped label column (columns: {label: <column>})")
+        raise dataset_error(spec.name, origin, "label_map needs a mapped label column (columns: {label: <column>})")
 
 
 def _available(rows: list[dict]) -> list[str]:
@@ -383,7 +383,7 @@ def _available(rows: list[dict]) -> list[str]:
 
 def _ref(ref: str, available: list[str]) -> tuple[str, int | None]:
     """Parse ``col`` or ``col[i]`` (a literal column name that looks like ``col[i]`` wins)."""
-    match = _ELEMENT.match(ref)
+    match = ELEMENT_COLUMN.match(ref)
     if ref in available or match is None:
         return ref, None
     return match["col"], int(match["idx"])
@@ -401,7 +401,7 @@ class _Mapper:
 
     def fail(self, message: str, row: int | None = None) -> DatasetError:
         """A DatasetError about this dataset (and row)."""
-        return _error(self.spec.name, self.origin, message, row)
+        return dataset_error(self.spec.name, self.origin, message, row)
 
     def value(self, i: int, row: dict, ref: tuple[str, int | None]) -> Any:
         """The source value a reference points at (``None`` when the row lacks it)."""
@@ -501,18 +501,18 @@ def _key(value: Any) -> str | None:
 
 def _mapper(spec: DatasetSpec, rows: list[dict], origin: str) -> _Mapper:
     """Resolve every column reference against the file's columns; missing ones are one clear error."""
-    columns, label = _plan(spec)
+    columns, label = column_plan(spec)
     _check_label_plan(spec, origin, columns, label)
     if spec.join_input:
         columns.setdefault("input", "input")
     elif "input" in columns:
-        raise _error(spec.name, origin, "columns.input is only used with join_input: true")
+        raise dataset_error(spec.name, origin, "columns.input is only used with join_input: true")
     available = _available(rows)
     refs = {col: _ref(src, available) for col, src in columns.items()}
     where = {_ref(src, available): allowed for src, allowed in spec.where.items()}
     missing = sorted({col for col, _ in [*refs.values(), *where]} - set(available))
     if missing:
-        raise _error(spec.name, origin, f"column(s) {', '.join(map(repr, missing))} not found; "
+        raise dataset_error(spec.name, origin, f"column(s) {', '.join(map(repr, missing))} not found; "
                      f"available columns: {', '.join(map(repr, available))}")
     return _Mapper(spec, origin, refs, where, label)
 
@@ -541,7 +541,7 @@ def _check_unique(mapper: _Mapper, records: list[dict], picked: list[int]) -> No
 def to_table(spec: DatasetSpec, rows: list[dict], origin: str) -> pa.Table:
     """Map and validate source rows into SCHEMA; origin (file path or source) is named in errors."""
     if not rows:
-        raise _error(spec.name, origin, "the dataset is empty: the source has no rows")
+        raise dataset_error(spec.name, origin, "the dataset is empty: the source has no rows")
     mapper = _mapper(spec, rows, origin)
     picked = _select(mapper, rows)
     records = [mapper.record(i, rows[i]) for i in picked]

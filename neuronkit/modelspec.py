@@ -89,7 +89,7 @@ class ModelSpec:
         if self.builtin == "smollm2":
             layers, mlp, hidden, kv = SMOLLM2_SHAPE
             return layers, {"mlp": mlp, "q": hidden, "k": kv, "v": kv, "o": hidden}
-        config = self._local_config()
+        config = self.local_config()
         if config is None:
             return None
         from .archs import model_shape
@@ -97,7 +97,7 @@ class ModelSpec:
         shape = model_shape(config)
         return shape["num_layers"], dict(shape["sites"])
 
-    def _local_config(self):
+    def local_config(self):
         """The fields of the model's ``config.json`` from a local directory or the local hub cache (never the
         network, and without importing transformers: this runs when the workflow loads)."""
         import json

@@ -21,6 +21,7 @@ from neuronkit.codehash import script_code_hash  # noqa: E402
 from neuronkit.config import ConfigError, stage_params, validate_config  # noqa: E402
 from neuronkit.data import DatasetError, DatasetSpec, check_source, local_source  # noqa: E402
 from neuronkit.modelspec import REMOTE_CODE_ENV, identity  # noqa: E402
+from neuronkit.preflight import check_hub_dataset, run_problems  # noqa: E402
 from neuronkit.variants import p_label, poisoned_variant  # noqa: E402
 
 try:
@@ -30,12 +31,15 @@ except ConfigError as err:
 config.clear()
 config.update(VALID)
 
-# Local dataset files (the vendored benchmarks among them) are checked before any job: present, with every column
-# their spec maps or filters on.
+# Local dataset files (the vendored benchmarks among them) and hub datasets are checked before any job: present (a hub
+# id in the local cache when offline), with every column their spec maps or filters on. Jobs on a cluster node skip
+# the hub check: the submitting process made it.
 try:
     DATASET_SPECS = {name: DatasetSpec.from_config(name, spec) for name, spec in config["datasets"].items()}
     for _spec in DATASET_SPECS.values():
         check_source(_spec, WORKFLOW_ROOT)
+        if not workflow.remote_exec:
+            check_hub_dataset(_spec)
 except DatasetError as err:
     raise WorkflowError(str(err)) from None
 
@@ -56,6 +60,18 @@ wildcard_constraints:
     p=r"[0-9.]+",
     selection="safety|random",
     k=r"[0-9.]+",
+
+
+def preflight(wf):
+    """Before the first job (onstart): every model the run builds can be loaded here (hub access, the offline cache),
+    and its GPU jobs run where CUDA is, when the local executor runs them (neuronkit.preflight)."""
+    jobs = [job for job in wf.dag.needrun_jobs() if "model" in job.wildcards_dict]
+    models = {job.wildcards_dict["model"] for job in jobs}
+    asks_gpu = {job.wildcards_dict["model"] for job in jobs if "gpu" in job.rule.resources}
+    gpus = {m: model_cfg(m)["resources"]["gpu"] for m in asks_gpu}
+    problems = run_problems(config, models, gpus, wf.local_exec)
+    if problems:
+        raise WorkflowError("the run cannot start:\n" + "\n".join("  " + p for p in problems))
 
 
 def script_code(script):

@@ -40,3 +40,12 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory):
+    """A Hugging Face cache filled by the real download clients from a stand-in hub on 127.0.0.1 (tests/hub_cache.py):
+    a tiny Llama-3 under test-org/tiny-llama-3, AdvBench-style and preference datasets, Llama-3-8B's config.json."""
+    from tests.hub_cache import make_hub_cache
+
+    return make_hub_cache(tmp_path_factory.mktemp("hub"))

@@ -3,6 +3,7 @@ asks for GPUs exactly on the GPU rules."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -17,6 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 GPU_RULES = {"self_answers", "sft", "preference", "generate", "judge", "contrast", "safeguard", "patch_generate",
              "patch_perplexity", "plnd", "deactivate_generate", "deactivation_perplexity", "sntune", "variant_perplexity",
              "attack", "safety_masks"}
+
+_spec = importlib.util.spec_from_file_location("resource_table", REPO / "tools" / "resource_table.py")
+resource_table = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(resource_table)
 
 pytestmark = pytest.mark.e2e
 
@@ -44,12 +49,7 @@ def slurm_dry_run(tmp_path_factory) -> dict[str, list[str]]:
     wf = _copy_workflow(tmp_path_factory.mktemp("slurm_dry"))
     proc = _run("snakemake", "-n", "--profile", "profiles/slurm", "results/llama3/report.json", cwd=wf)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    found: dict[str, list[str]] = {}
-    for block in re.split(r"^(?:local)?rule ", proc.stdout, flags=re.M)[1:]:
-        name = block.split(":", 1)[0]
-        res = re.search(r"^\s+resources: (.*)$", block, re.M)
-        found.setdefault(name, []).append(res.group(1) if res else "")
-    return found
+    return resource_table.jobs_by_rule(proc.stdout)
 
 
 def test_slurm_profile_requests_gpus_on_gpu_rules(slurm_dry_run):
@@ -64,3 +64,10 @@ def test_slurm_profile_requests_gpus_on_gpu_rules(slurm_dry_run):
 def test_slurm_profile_keeps_gpus_off_cpu_rules(slurm_dry_run):
     for rule in set(slurm_dry_run) - GPU_RULES:
         assert all("gpu=" not in line for line in slurm_dry_run[rule]), (rule, slurm_dry_run[rule])
+
+
+def test_readme_shows_the_resources_this_dry_run_requests(slurm_dry_run):
+    """The README's per-rule table is what tools/resource_table.py makes of this very dry run."""
+    made = resource_table.table(slurm_dry_run, resource_table.local_rules(REPO))
+    readme = (REPO / "README.md").read_text()
+    assert made in readme, f"update the README's table (python tools/resource_table.py):\n{made}"
