@@ -23,9 +23,10 @@ HARMFUL_SETS = ("harmful_test", "harmful_novel", "advbench")
 DATASETS = (*HARMFUL_SETS, "benign_test", "benign_novel", "xstest_safe")
 # Plain generations: base on the 6 evaluated sets + the safeguard's 2 training sets (8); aligned on the 6 + task_test
 # (7); sntune and rsntune on the 6 (12); the EXPO reference on harmful_test, benign_test, task_test and its
-# calibration set (4); attacked and realigned at 2 poison fractions on harmful_test, benign_test, task_test (12).
-N_GENERATE = 8 + 7 + 12 + 4 + 12
-N_TASK = 6  # task_test generations are scored for accuracy, not judged
+# calibration set (4); attacked and realigned at 2 poison fractions on harmful_test, benign_test, task_test (12); the
+# random-mask control at 1 poison fraction on the same 3 (3).
+N_GENERATE = 8 + 7 + 12 + 4 + 12 + 3
+N_TASK = 7  # task_test generations are scored for accuracy, not judged
 N_PATCH = 2 * 2  # (safety, random) x the tiny k grid, on one dataset
 N_DEACT = 2 * 2  # (safety, random) x the deactivation datasets
 N_JUDGE = N_GENERATE - N_TASK + N_PATCH + N_DEACT
@@ -220,11 +221,15 @@ def test_report_has_sntune_and_nlsr_sections(workflow):
     assert deact_ppl["intact"]["perplexity"] > 0 and deact_ppl["text"] == "benign_test"
     nlsr = report["nlsr"]
     variants = {v["variant"]: v for v in nlsr["variants"]}
-    assert set(variants) == {"aligned", "reference", "attacked_p0.0", "nlsr_p0.0", "attacked_p0.25", "nlsr_p0.25"}
+    assert set(variants) == {"aligned", "reference", "attacked_p0.0", "nlsr_p0.0", "attacked_p0.25", "nlsr_p0.25",
+                             "nlsr_random_p0.25"}
     for v in variants.values():
         assert v["figures"]["task_accuracy"]["n"] == 6 and "harmful_score:harmful_test" in v["figures"]
         assert v["perplexity"] == nlsr["perplexity"][v["variant"]]["perplexity"] > 1
     assert set(nlsr["realign"]) == {"nlsr_p0.0", "nlsr_p0.25"}
+    paired = {(t["first"], t["second"], t["dataset"]) for t in nlsr["paired"]}
+    assert ("nlsr_p0.25", "nlsr_random_p0.25", "harmful_test") in paired
+    assert ("nlsr_p0.0", "attacked_p0.0", "benign_test") in paired
     assert (workflow / "results/tiny/plots/nlsr.png").stat().st_size > 1000
     mix = pq.read_table(workflow / "results/tiny/nlsr/mix_p0.25.parquet")
     assert mix.column("label").to_pylist().count("harmful") == 4 and mix.num_rows == 16
