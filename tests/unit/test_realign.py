@@ -196,16 +196,24 @@ def test_transplant_touches_only_masked_entries_of_selected_modules():
         assert torch.equal(out[key], ft[key] * (~m) + ref[key] * m)
 
 
-def test_realign_writes_adapter_manifest_and_summary(chain, tmp_path):
-    from neuronkit.scores.adapter_scores import load_masks, save_masks
+def _realign_inputs(aligned: Path, tmp_path: Path):
+    """(reference, attacked, reference tensors, a seeded 20% mask file) next to each other in ``tmp_path``."""
+    from neuronkit.scores.adapter_scores import save_masks
 
-    root, sft, aligned = chain
     ref = RA.expo(aligned, tmp_path / "reference")
     attacked = _attacked(aligned, tmp_path / "attacked_p0.1")
     tensors, _ = lora.read_adapter(ref)
     gen = torch.Generator().manual_seed(0)
     masks_path = save_masks({k: torch.rand(v.shape, generator=gen) < 0.2 for k, v in tensors.items()},
                             tmp_path / "lowrank.safetensors", {"method": "lowrank"})
+    return ref, attacked, tensors, masks_path
+
+
+def test_realign_writes_adapter_manifest_and_summary(chain, tmp_path):
+    from neuronkit.scores.adapter_scores import load_masks
+
+    root, sft, aligned = chain
+    ref, attacked, tensors, masks_path = _realign_inputs(aligned, tmp_path)
     cfg = RA.RealignConfig(seed=3)
     out = tmp_path / "nlsr_p0.1"
     summary = RA.realign(attacked, ref, out, cfg, masks_path=masks_path)
@@ -278,15 +286,10 @@ def test_the_control_transplants_random_entries_into_the_same_modules():
 
 
 def test_realign_random_control_writes_a_loadable_adapter_next_to_nlsr(chain, tmp_path):
-    from neuronkit.scores.adapter_scores import load_masks, save_masks
+    from neuronkit.scores.adapter_scores import load_masks
 
     _, sft, aligned = chain
-    ref = RA.expo(aligned, tmp_path / "reference")
-    attacked = _attacked(aligned, tmp_path / "attacked_p0.1")
-    tensors, _ = lora.read_adapter(ref)
-    gen = torch.Generator().manual_seed(0)
-    masks_path = save_masks({k: torch.rand(v.shape, generator=gen) < 0.2 for k, v in tensors.items()},
-                            tmp_path / "lowrank.safetensors", {"method": "lowrank"})
+    ref, attacked, tensors, masks_path = _realign_inputs(aligned, tmp_path)
     nlsr = tmp_path / "nlsr_p0.1"
     RA.realign(attacked, ref, nlsr, RA.RealignConfig(seed=3), masks_path=masks_path)
     out = tmp_path / "nlsr_random_p0.1"
