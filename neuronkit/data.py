@@ -188,9 +188,10 @@ def _load_hf(spec: DatasetSpec) -> list[dict]:
         loaded = datasets.load_dataset(hub_id, spec.subset, split=spec.split)
     except Exception as exc:  # noqa: BLE001 - any hub/cache failure becomes one clear message
         raise dataset_error(spec.name, spec.source,
-                     f"could not load Hugging Face dataset {hub_id!r} (subset={spec.subset!r}, split={spec.split!r}): "
-                     f"{type(exc).__name__}: {exc}. This machine may be offline (HF_HUB_OFFLINE=1): download the "
-                     "dataset once where the hub is reachable, or point 'source' at a local file") from exc
+                            f"could not load Hugging Face dataset {hub_id!r} (subset={spec.subset!r}, "
+                            f"split={spec.split!r}): {type(exc).__name__}: {exc}. This machine may be offline "
+                            "(HF_HUB_OFFLINE=1): download the dataset once where the hub is reachable, or point "
+                            "'source' at a local file") from exc
     return [dict(r) for r in _one_split(spec, loaded)]
 
 
@@ -200,7 +201,8 @@ def _one_split(spec: DatasetSpec, loaded: Any) -> Any:
         return loaded
     if len(loaded) == 1:
         return next(iter(loaded.values()))
-    raise dataset_error(spec.name, spec.source, f"the hub dataset has splits {sorted(loaded)}; set 'split' to one of them")
+    raise dataset_error(spec.name, spec.source,
+                        f"the hub dataset has splits {sorted(loaded)}; set 'split' to one of them")
 
 
 def _read_text(spec: DatasetSpec, path: Path) -> str:
@@ -244,7 +246,8 @@ def _read_json(spec: DatasetSpec, path: Path) -> list[dict]:
     try:
         data = json.loads(_read_text(spec, path))
     except json.JSONDecodeError as exc:
-        raise dataset_error(spec.name, path, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+        raise dataset_error(spec.name, path,
+                            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         data = lists[0] if len(lists) == 1 else data
@@ -293,8 +296,9 @@ def load_rows(spec: DatasetSpec, base_dir: str | os.PathLike = ".") -> list[dict
     path = _local_path(spec, base_dir)
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
-        raise dataset_error(spec.name, path, f"unknown file type {path.suffix or '(none)'!r} of {str(path)!r}; expected "
-                     f"{', '.join(sorted(BUILTINS))}, hf:<hub id>, or a file ending {', '.join(FILE_SUFFIXES)}")
+        raise dataset_error(spec.name, path,
+                            f"unknown file type {path.suffix or '(none)'!r} of {str(path)!r}; expected "
+                            f"{', '.join(sorted(BUILTINS))}, hf:<hub id>, or a file ending {', '.join(FILE_SUFFIXES)}")
     if not path.is_file():
         raise dataset_error(spec.name, path, f"no such file: {str(path)!r}")
     return reader(spec, path)
@@ -333,7 +337,7 @@ def check_source(spec: DatasetSpec, base_dir: str | os.PathLike = ".") -> None:
         return
     if path.suffix.lower() not in _READERS:
         raise dataset_error(spec.name, path, f"unknown file type {path.suffix or '(none)'!r}; expected a file ending "
-                     f"{', '.join(FILE_SUFFIXES)}")
+                            f"{', '.join(FILE_SUFFIXES)}")
     if not path.is_file():
         raise dataset_error(spec.name, path, f"no such file: {str(path)!r}")
     have = _source_columns(spec, path)
@@ -366,7 +370,7 @@ def _check_label_plan(spec: DatasetSpec, origin: str, columns: Mapping[str, str]
     """Exactly one way to get a label: a constant or a mapped label column (label_map needs the column)."""
     if label is None and "label" not in columns:
         raise dataset_error(spec.name, origin, f"no label: set 'label' to one of {LABELS} or map a label column "
-                     "(columns: {label: <column>}, with label_map if its values differ)")
+                            "(columns: {label: <column>}, with label_map if its values differ)")
     if label is not None and "label" in columns:
         raise dataset_error(spec.name, origin, "set either 'label' or columns.label, not both")
     if spec.label_map and "label" not in columns:
@@ -513,7 +517,7 @@ def _mapper(spec: DatasetSpec, rows: list[dict], origin: str) -> _Mapper:
     missing = sorted({col for col, _ in [*refs.values(), *where]} - set(available))
     if missing:
         raise dataset_error(spec.name, origin, f"column(s) {', '.join(map(repr, missing))} not found; "
-                     f"available columns: {', '.join(map(repr, available))}")
+                            f"available columns: {', '.join(map(repr, available))}")
     return _Mapper(spec, origin, refs, where, label)
 
 

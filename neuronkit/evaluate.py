@@ -227,7 +227,7 @@ def nlsr_section(safety: Sequence[str], task: Sequence[str], task_data: str, rea
     selections = {}
     for ckpt in realigned:
         summary = read_json(Path(ckpt) / "realign.json")
-        selections[Path(ckpt).name] = {k: summary[k] for k in summary if k not in ("modules", "modules_selected")}
+        selections[Path(ckpt).name] = {k: summary[k] for k in summary if k != "modules"}
     return {"variants": table, "realign": selections, "perplexity": perplexities,
             "paired": nlsr_paired_tests(safety), "definitions": NLSR_DEFINITIONS,
             "params": {k: params[k] for k in ("alpha", "expo_mode", "n", "p_grid", "random_control_p", "score",

@@ -206,5 +206,5 @@ def check_hub_dataset(spec: DatasetSpec) -> None:
     missing = {key: col for key, col in wanted.items() if col not in have}
     if missing:
         listed = ", ".join(f"{col!r} (for {key})" for key, col in sorted(missing.items()))
-        raise dataset_error(spec.name, spec.source, f"missing column(s) {listed}; the hub dataset has {have}: map its own "
-                     f"column names under datasets.{spec.name}.columns")
+        raise dataset_error(spec.name, spec.source, f"missing column(s) {listed}; the hub dataset has {have}: map its "
+                            f"own column names under datasets.{spec.name}.columns")

@@ -3,8 +3,8 @@ generation.
 
 Features are the activations of the top-k neurons at the last prompt token. A standardised,
 L2-regularised logistic regression (scikit-learn's ``StandardScaler`` + ``LogisticRegression`` in a ``Pipeline``,
-L-BFGS in float64, so it is deterministic) predicts whether the model's own greedy answer was judged harmful. It is compared with the
-same probe on random neurons (same per-layer counts) and with the majority class.
+L-BFGS in float64, so it is deterministic) predicts whether the model's own greedy answer was judged harmful. It is
+compared with the same probe on random neurons (same per-layer counts) and with the majority class.
 """
 
 from __future__ import annotations
