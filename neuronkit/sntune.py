@@ -73,6 +73,7 @@ class SNTuneConfig:
     n_docs: int = 50
     benign_docs: int = 0                 # extra benign prompts with the tuned model's own answers (paper: 0)
     dtype: str = "float32"               # bf16 weights cannot absorb 1e-6-sized updates
+    checkpoint_steps: int = 50           # a resumable Trainer checkpoint every N optimizer steps; 0: never
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -109,7 +110,7 @@ _RULES: dict[str, tuple[type, bool, float | None, bool]] = {
     "warmup_ratio": (float, False, 0.0, True), "max_grad_norm": (float, True, 0.0, False),
     "weight_decay": (float, False, 0.0, True), "adam_eps": (float, False, 0.0, False),
     "max_per_matrix": (int, True, 1, True), "n_docs": (int, False, 1, True),
-    "benign_docs": (int, False, 0, True), "seed": (int, False, None, True),
+    "benign_docs": (int, False, 0, True), "checkpoint_steps": (int, False, 0, True), "seed": (int, False, None, True),
     "tune_gate": (bool, False, None, True), "format": (str, False, None, True), "dtype": (str, False, None, True),
 }
 
@@ -344,13 +345,14 @@ def build_examples(tok, questions: Sequence[str], refusals: Sequence[str], fmt: 
 
 @dataclass
 class TrainResult:
-    """What one SN-Tune run did, step by step; ``optimizer`` is kept for inspection."""
+    """What one SN-Tune run did, step by step (from the Trainer's log); ``optimizer`` is kept for inspection."""
 
     losses: list[float] = field(default_factory=list)
     grad_norms: list[float] = field(default_factory=list)   # before clipping, over delta grads only
     learning_rates: list[float] = field(default_factory=list)
     seconds: float = 0.0
     optimizer: torch.optim.Optimizer | None = None
+    resumed_from: str | None = None
 
     @property
     def steps(self) -> int:
@@ -363,77 +365,139 @@ def optimizer_state_bytes(opt: torch.optim.Optimizer) -> int:
                if torch.is_tensor(v))
 
 
-def accumulation_groups(n: int, cfg: SNTuneConfig) -> list[list[int]]:
-    """Example ids per optimizer step: a seeded shuffle per epoch, cut into effective batches."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    groups = []
-    for _ in range(cfg.epochs):
-        order = torch.randperm(n, generator=gen).tolist()
-        groups += [order[i:i + cfg.effective_batch] for i in range(0, n, cfg.effective_batch)]
-    return groups
-
-
-def token_loss_sum(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Summed next-token cross-entropy over labelled tokens (normalised by the caller per step)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    targets = batch["labels"][:, 1:]
-    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+def labelled_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy over labelled tokens (the caller divides by the step's token count)."""
+    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                            ignore_index=IGNORE, reduction="sum")
 
 
-def train_deltas(model: torch.nn.Module, deltas: NeuronDeltas, examples: Sequence[Example], cfg: SNTuneConfig,
-                 *, pad_id: int, progress: bool = True) -> TrainResult:
-    """AdamW + cosine warmup over the deltas only; each step's loss is the mean over its labelled tokens."""
+def token_loss_sum(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``labelled_loss_sum`` of one padded batch through ``model``."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    return labelled_loss_sum(logits, batch["labels"])
+
+
+def mean_token_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+    """The Trainer's ``compute_loss_func``: the loss of an optimizer step is the mean over all its labelled tokens,
+    whatever the micro-batching (``num_items_in_batch`` counts the step's ``shift_labels``)."""
+    total = labelled_loss_sum(outputs.logits, labels)
+    return total / (num_items_in_batch.clamp(min=1) if torch.is_tensor(num_items_in_batch) else
+                    max(1, num_items_in_batch or 0))
+
+
+class DeltaTrainee(torch.nn.Module):
+    """What the Trainer trains: the deltas are its only parameters (and its whole state dict), acting on the
+    frozen model held outside the module tree, so checkpoints hold the deltas alone."""
+
+    def __init__(self, model: torch.nn.Module, deltas: NeuronDeltas) -> None:
+        super().__init__()
+        self._model = [model]
+        self.deltas = deltas
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, shift_labels=None):
+        with self.deltas.attached():
+            return self._model[0](input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+
+    def train(self, mode: bool = True) -> "DeltaTrainee":
+        super().train(mode)
+        self._model[0].train(mode)
+        return self
+
+
+class ExampleDataset(torch.utils.data.Dataset):
+    """Tokenised documents as the Trainer's dataset; the collator pads them."""
+
+    def __init__(self, examples: Sequence[Example]) -> None:
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> Example:
+        return self.examples[i]
+
+
+def padding_collator(pad_id: int):
+    """Right-pad a micro-batch; ``shift_labels`` lets the Trainer count the step's next-token targets."""
+    def collate(examples: Sequence[Example]) -> dict[str, torch.Tensor]:
+        batch = pad_right(examples, pad_id)
+        batch["shift_labels"] = batch["labels"][:, 1:]
+        return batch
+    return collate
+
+
+def training_arguments(cfg: SNTuneConfig, work_dir: Path, device: torch.device, progress: bool):
+    """TrainingArguments for SN-Tune: one log row per optimizer step, resumable checkpoints every
+    ``checkpoint_steps`` (the latest one kept), the config's seed for shuffling."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(work_dir), per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, max_grad_norm=cfg.max_grad_norm or 0.0,
+        logging_steps=1, save_strategy="steps" if cfg.checkpoint_steps else "no", save_steps=cfg.checkpoint_steps or 1,
+        save_total_limit=1, seed=cfg.seed, data_seed=cfg.seed, remove_unused_columns=False,
+        dataloader_num_workers=0, report_to=[], disable_tqdm=not progress, use_cpu=device.type == "cpu",
+    )
+
+
+def delta_optimizer(params: Sequence[torch.nn.Parameter], cfg: SNTuneConfig, steps: int):
+    """AdamW over the deltas only (so decay and state touch trained entries alone) with HF's cosine warm-up."""
     from transformers import get_cosine_schedule_with_warmup
+
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=cfg.adam_betas, eps=cfg.adam_eps,
+                            weight_decay=cfg.weight_decay, foreach=False)
+    return opt, get_cosine_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * steps), steps)
+
+
+def latest_checkpoint(work_dir: Path | None) -> str | None:
+    """The newest resumable Trainer checkpoint under ``work_dir``, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(work_dir)) if work_dir is not None and work_dir.is_dir() else None
+
+
+def train_deltas(model: torch.nn.Module, deltas: NeuronDeltas, examples: Sequence[Example], cfg: SNTuneConfig,
+                 *, pad_id: int, progress: bool = True, work_dir: str | os.PathLike | None = None,
+                 callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Train the deltas with the transformers Trainer; resumes from the newest checkpoint in ``work_dir``."""
+    import tempfile
+
+    from transformers import Trainer
 
     for p in model.parameters():
         p.requires_grad_(False)
     params = list(deltas.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=cfg.adam_betas, eps=cfg.adam_eps,
-                            weight_decay=cfg.weight_decay, foreach=False)
-    groups = accumulation_groups(len(examples), cfg)
-    sched = get_cosine_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * len(groups)), len(groups))
-    result, device, start = TrainResult(optimizer=opt), params[0].device, time.perf_counter()
-    model.train()
-    with deltas.attached(), tqdm(total=len(groups), desc="sntune", unit="step", disable=not progress) as bar:
-        for group in groups:
-            result.learning_rates.append(sched.get_last_lr()[0])
-            loss, norm = _one_step(model, params, [examples[i] for i in group], cfg, pad_id, device)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            result.losses.append(loss)
-            result.grad_norms.append(norm)
-            bar.set_postfix(loss=f"{loss:.4f}")
-            bar.update()
+    device = params[0].device
+    steps = cfg.epochs * math.ceil(len(examples) / cfg.effective_batch)
+    opt, schedule = delta_optimizer(params, cfg, steps)
+    with tempfile.TemporaryDirectory(prefix="sntune-") as scratch:
+        out = Path(work_dir) if work_dir is not None else Path(scratch)
+        resume = latest_checkpoint(out)
+        trainer = Trainer(model=DeltaTrainee(model, deltas), args=training_arguments(cfg, out, device, progress),
+                          train_dataset=ExampleDataset(examples), data_collator=padding_collator(pad_id),
+                          compute_loss_func=mean_token_loss, optimizers=(opt, schedule), callbacks=list(callbacks))
+        start = time.perf_counter()
+        trainer.train(resume_from_checkpoint=resume)
+        seconds = time.perf_counter() - start
     model.eval()
-    result.seconds = time.perf_counter() - start
-    return result
-
-
-def _one_step(model, params, group: Sequence[Example], cfg: SNTuneConfig, pad_id: int,
-              device: torch.device) -> tuple[float, float]:
-    """Accumulate gradients of one effective batch; clip the delta gradients. Returns (loss, pre-clip norm)."""
-    n_tokens = max(1, sum(e.scored_tokens() for e in group))
-    total = 0.0
-    for i in range(0, len(group), cfg.batch_size):
-        batch = pad_right(group[i:i + cfg.batch_size], pad_id, device)
-        loss = token_loss_sum(model, batch) / n_tokens
-        loss.backward()
-        total += loss.item()
-    grads = [p.grad for p in params if p.grad is not None]
-    norm = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0
-    if cfg.max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=False)
-    return total, norm
+    rows = [r for r in trainer.state.log_history if "loss" in r and "grad_norm" in r]
+    return TrainResult(losses=[float(r["loss"]) for r in rows], grad_norms=[float(r["grad_norm"]) for r in rows],
+                       learning_rates=[float(r["learning_rate"]) for r in rows], seconds=seconds,
+                       optimizer=opt, resumed_from=Path(resume).name if resume else None)
 
 
 # ----------------------------------------------------------------------------- pipeline
 
 
 def tune_model(model: torch.nn.Module, tok, index: NeuronIndex, harmful, cfg: SNTuneConfig, *,
-               foundation: NeuronIndex | None = None, benign=None, progress: bool = True) -> dict[str, Any]:
-    """SN-Tune (or RSN-Tune with ``foundation``) in place: select, train the deltas, fold them in."""
+               foundation: NeuronIndex | None = None, benign=None, progress: bool = True,
+               work_dir: str | os.PathLike | None = None, run_id: str = "",
+               callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """SN-Tune (or RSN-Tune with ``foundation``) in place: select, train the deltas, fold them in.
+
+    With ``work_dir``, Trainer checkpoints go there and a rerun resumes from them, but only when they were made
+    for the same config, neurons, documents and ``run_id`` (the parent model's identity)."""
     index.check_fits(model.config, "sntune neuron index")
     if foundation is not None:
         foundation.check_fits(model.config, "sntune foundation index")
@@ -446,7 +510,10 @@ def tune_model(model: torch.nn.Module, tok, index: NeuronIndex, harmful, cfg: SN
     torch.manual_seed(cfg.seed)
     deltas = NeuronDeltas(model, plan_targets(neurons, cfg.tune_gate))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    result = train_deltas(model, deltas, examples, cfg, pad_id=pad_id, progress=progress)
+    if work_dir is not None:
+        work_dir = prepared_resume_dir(work_dir, run_fingerprint(cfg, neurons, examples, run_id))
+    result = train_deltas(model, deltas, examples, cfg, pad_id=pad_id, progress=progress, work_dir=work_dir,
+                          callbacks=callbacks)
     deltas.fold()
     return _summary(model, neurons, deltas, result, examples, n_benign, foundation is not None)
 
@@ -475,6 +542,7 @@ def _summary(model, neurons: NeuronIndex, deltas: NeuronDeltas, result: TrainRes
         "final_loss": result.losses[-1] if result.losses else None,
         "seconds": result.seconds,
         "seconds_per_step": result.seconds / max(1, result.steps),
+        "resumed_from": result.resumed_from,
     }
 
 
@@ -489,28 +557,73 @@ def save_checkpoint(model: torch.nn.Module, tok, out_dir: str | os.PathLike, var
     return Path(out_dir)
 
 
-TIMING_KEYS = ("seconds", "seconds_per_step")
+RUN_ONLY_KEYS = ("seconds", "seconds_per_step", "resumed_from")
 
 
 def without_timing(summary: dict[str, Any]) -> dict[str, Any]:
-    """The summary without wall-clock fields, so identical runs write identical artifacts (timings go to the log)."""
-    return {k: v for k, v in summary.items() if k not in TIMING_KEYS}
+    """The summary without wall-clock and resume fields, so identical runs write identical artifacts whether or not
+    one was interrupted (those fields go to the log)."""
+    return {k: v for k, v in summary.items() if k not in RUN_ONLY_KEYS}
+
+
+def resume_dir(out_dir: str | os.PathLike) -> Path:
+    """Where an SN-Tune run keeps its Trainer checkpoints: next to the output, outside what the workflow declares,
+    so a killed job's progress survives until the rerun finishes."""
+    out = Path(out_dir)
+    return out.with_name(f".{out.name}.resume")
+
+
+def run_fingerprint(cfg: SNTuneConfig, neurons: NeuronIndex, examples: Sequence[Example], run_id: str) -> str:
+    """sha256 of everything a resumed run must share with the interrupted one."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps({"config": asdict(cfg), "run": run_id}, sort_keys=True, default=str).encode())
+    for array in (neurons.layer, neurons.neuron):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update("|".join(neurons.module.tolist()).encode())
+    for e in examples:
+        digest.update(np.asarray(e.input_ids + [-7] + e.labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def prepared_resume_dir(work: str | os.PathLike, fingerprint: str) -> Path:
+    """The resume folder, emptied when it holds checkpoints of another configuration or other inputs."""
+    import shutil
+
+    work = Path(work)
+    stamp = work / "fingerprint.txt"
+    if work.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+    return work
 
 
 def sn_tune(parent_dir: str | os.PathLike, out_dir: str | os.PathLike, index: NeuronIndex, harmful,
             cfg: SNTuneConfig, *, model_name: str, foundation: NeuronIndex | None = None, benign=None,
-            inputs: dict[str, str] | None = None, progress: bool = True) -> dict[str, Any]:
+            inputs: dict[str, str] | None = None, progress: bool = True,
+            callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Load the parent, SN-Tune it (RSN-Tune with ``foundation``) and save a full checkpoint; returns the summary."""
     from .models import load_variant, pick_device
+
+    import shutil
 
     training_documents(harmful, benign, cfg)  # bad tables fail before the model loads
     torch.manual_seed(cfg.seed)
     model, tok = load_variant(parent_dir, device=pick_device(), dtype=cfg.dtype)
-    summary = tune_model(model, tok, index, harmful, cfg, foundation=foundation, benign=benign, progress=progress)
+    parent_manifest = Path(parent_dir) / manifest.FILENAME
+    parent_id = parent_manifest.read_text() if parent_manifest.is_file() else str(Path(parent_dir).resolve())
+    work = resume_dir(out_dir)
+    summary = tune_model(model, tok, index, harmful, cfg, foundation=foundation, benign=benign, progress=progress,
+                         work_dir=work, run_id=parent_id, callbacks=callbacks)
+    if summary["resumed_from"]:
+        print(f"sntune: resumed from {work / summary['resumed_from']}")
     params = {**asdict(cfg), **{k: v for k, v in without_timing(summary).items() if k != "method"}}
     variant = manifest.Variant(name=summary["method"], model=model_name, kind="full", method=summary["method"],
                                parent=os.path.relpath(parent_dir, out_dir), params=params, inputs=inputs or {})
     save_checkpoint(model, tok, out_dir, variant)
+    shutil.rmtree(work, ignore_errors=True)
     return summary
 
 

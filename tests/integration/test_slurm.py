@@ -19,10 +19,12 @@ from tests.integration.test_workflow_tiny import _copy_workflow, snakemake
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 
-# The evaluation section: materialize, self-answers, SFT, preference (DPO), generate and judge as 21 SLURM jobs, the
-# dataset preparation and the section itself as localrules (28 jobs, ~4.5 min on 2 cores). The whole report (~118
-# jobs) took over 15 min here: each SLURM job starts snakemake twice (batch step, then srun step) before its script.
-TARGET = "results/tiny/sections/evaluation.json"
+# The aligned model's judged answers on one dataset: materialize, self-answers, SFT, preference (DPO), generate and
+# judge as SLURM jobs, the dataset preparation as localrules (about 2 min on 2 cores). The evaluation section (28 jobs)
+# took 6.4 min and the whole report (~118 jobs) over 15 min here: each SLURM job starts snakemake twice (batch step,
+# then srun step) before its script, so the default test command builds the smallest target that still runs every
+# kind of compute job the alignment path has; the tiny DAG test covers the rest of the rules locally.
+TARGET = "results/tiny/scored/aligned/harmful_test.parquet"
 
 # Test-only executor settings (the profile stays the one for real clusters): no accounting here, so squeue is the
 # status command (MinJobAge is a day); poll every second instead of the plugin's 40 s first wait; keep the SLURM
@@ -150,7 +152,7 @@ def test_localrules_did_not_go_to_slurm(run):
     assert {"prepare_dataset", "evaluation_section"} <= local
     jobs, submitted = _jobs(out), _submitted(out)
     ran_local = {job: rule for job, (rule, is_local) in jobs.items() if rule in local}
-    assert set(ran_local.values()) >= {"prepare_dataset", "evaluation_section"}
+    assert "prepare_dataset" in set(ran_local.values())
     for job, rule in ran_local.items():
         assert jobs[job][1], f"{rule} (job {job}) was not run as a localrule"
         assert job not in submitted, f"localrule {rule} (job {job}) was submitted to SLURM"

@@ -362,3 +362,87 @@ def test_bad_inputs_fail_before_training(tmp_path, tiny, tiny_base, harmful):
     with pytest.raises(ValueError, match="no neurons of modules"):
         tune_model(model, tok, _index(model, modules=("o",)), harmful, SNTuneConfig(**FAST), progress=False)
     assert not (tmp_path / "x").exists()
+
+
+# ----------------------------------------------------------------------------- Trainer: resume
+
+RESUMABLE = dict(FAST, n_docs=8, batch_size=2, grad_accum=1, epochs=2, learning_rate=1e-2, checkpoint_steps=1,
+                 max_length=512, max_per_matrix=3)
+KILLED_RUN = """
+import os, signal, sys
+import pyarrow.parquet as pq
+from transformers import TrainerCallback
+from neuronkit.neurons import NeuronIndex
+from neuronkit.sntune import SNTuneConfig, sn_tune
+
+class KillAfterSave(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == int(sys.argv[4]):
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no atexit: what a preempted job gets
+
+cfg = SNTuneConfig.from_config({cfg!r})
+sn_tune(sys.argv[1], sys.argv[2], NeuronIndex.read(sys.argv[3] + "/index.parquet"),
+        pq.read_table(sys.argv[3] + "/harmful.parquet"), cfg, model_name="tiny", progress=False,
+        callbacks=[KillAfterSave()])
+"""
+
+
+def test_a_killed_run_resumes_to_the_same_weights_and_manifest(tmp_path, tiny_base, harmful):
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from neuronkit.sntune import resume_dir
+
+    model, _ = load_variant(tiny_base)
+    index = _index(model)
+    index.write(tmp_path / "index.parquet")
+    pq.write_table(harmful, tmp_path / "harmful.parquet")
+    cfg = SNTuneConfig.from_config(RESUMABLE)
+    whole = sn_tune(tiny_base, tmp_path / "whole", index, harmful, cfg, model_name="tiny", progress=False)
+    assert whole["steps"] == 8 and whole["resumed_from"] is None  # 8 docs / batch 2, two epochs
+    assert not resume_dir(tmp_path / "whole").exists()  # removed once the checkpoint is written
+
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN.format(cfg=RESUMABLE), str(tiny_base),
+                             str(tmp_path / "cut"), str(tmp_path), "3"], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (tmp_path / "cut").exists()
+    assert (resume_dir(tmp_path / "cut") / "checkpoint-3").is_dir()
+
+    from transformers import TrainerCallback
+
+    class CountSteps(TrainerCallback):
+        steps = 0
+
+        def on_step_end(self, args, state, control, **kwargs):
+            CountSteps.steps += 1
+
+    resumed = sn_tune(tiny_base, tmp_path / "cut", index, harmful, cfg, model_name="tiny", progress=False,
+                      callbacks=[CountSteps()])
+    assert resumed["resumed_from"] == "checkpoint-3" and CountSteps.steps == 5  # only the steps after the cut ran
+    assert resumed["losses"] == whole["losses"] and resumed["grad_norms"] == whole["grad_norms"]
+    weights = [(tmp_path / run / "model.safetensors").read_bytes() for run in ("cut", "whole")]
+    assert weights[0] == weights[1]
+    assert (tmp_path / "cut" / "variant.json").read_text() == (tmp_path / "whole" / "variant.json").read_text()
+    assert not resume_dir(tmp_path / "cut").exists()
+
+
+def test_checkpoints_of_another_config_are_not_resumed(tmp_path, tiny_base, harmful):
+    from neuronkit.sntune import prepared_resume_dir, resume_dir, run_fingerprint
+
+    model, tok = load_variant(tiny_base)
+    index = select_neurons(_index(model), ("mlp", "q", "k", "v"), 3)
+    q, r = pick_documents(harmful, 4, 0)
+    examples = build_examples(tok, q, r, "chat", 96)
+    cfg = SNTuneConfig(**RESUMABLE)
+    work = prepared_resume_dir(resume_dir(tmp_path / "out"), run_fingerprint(cfg, index, examples, "parent"))
+    (work / "checkpoint-2").mkdir()
+    again = prepared_resume_dir(work, run_fingerprint(cfg, index, examples, "parent"))
+    assert (again / "checkpoint-2").is_dir()  # same run: kept
+    for changed in (run_fingerprint(SNTuneConfig(**{**RESUMABLE, "learning_rate": 2e-2}), index, examples, "parent"),
+                    run_fingerprint(cfg, index, examples[:3], "parent"),
+                    run_fingerprint(cfg, index.top(5), examples, "parent"),
+                    run_fingerprint(cfg, index, examples, "another parent")):
+        (work / "checkpoint-2").mkdir(exist_ok=True)
+        assert not (prepared_resume_dir(work, changed) / "checkpoint-2").exists()
