@@ -21,6 +21,7 @@ include: "rules/neurons.smk"
 include: "rules/patching.smk"
 include: "rules/sntune.smk"
 include: "rules/nlsr.smk"
+include: "rules/general.smk"
 include: "rules/report.smk"
 
 

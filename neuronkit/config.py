@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator, validators
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 STAGE_SECTIONS = ("self_answers", "sft", "preference", "generate", "contrast", "patching", "safeguard", "plnd",
-                  "deactivation", "sntune", "nlsr", "overlap")
+                  "deactivation", "sntune", "nlsr", "overlap", "general")
 
 
 class ConfigError(ValueError):

@@ -372,6 +372,24 @@ def overlap_blocks(section: Mapping) -> list[dict]:
     return [table(columns, ([p.get(c) for c in columns] for p in pairs))] + glossary
 
 
+GENERAL_PAIRED_COLUMNS = ("dataset", "first", "second", "n", "first_percent", "second_percent", "only_first",
+                          "only_second", "p_value", "significant")
+
+
+def general_blocks(section: Mapping) -> list[dict]:
+    """Accuracy per variant and task (lm-eval), then each variant against the reference on the same documents."""
+    figures = required_field(section, "figures", "report['general']")
+    text = (f"lm-evaluation-harness {section.get('lm_eval_version')}; reference of the paired tests: "
+            f"{section.get('reference_variant')}.")
+    paired = section.get("paired") or []
+    tests = ([heading("Paired tests against the reference (same documents, exact McNemar)"),
+              table(list(GENERAL_PAIRED_COLUMNS), ([t.get(c) for c in GENERAL_PAIRED_COLUMNS] for t in paired))]
+             if paired else [])
+    local = section.get("local_tasks")
+    tasks = [heading("Local tasks")] + key_value_table(local) if isinstance(local, Mapping) and local else []
+    return [note(text), figures_table(figures, "report['general']['figures']")] + tests + tasks
+
+
 SECTIONS: tuple[tuple[str, str, Callable[[Mapping], list[dict]]], ...] = (
     ("evaluation", "Evaluation table: harmful score and over-refusal", evaluation_blocks),
     ("patching", "Patching table: restore points", patching_blocks),
@@ -379,6 +397,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[Mapping], list[dict]]], ...] = (
     ("sntune", "SN-Tune, RSN-Tune and deactivation tables", sntune_blocks),
     ("nlsr", "NLSR table per variant", nlsr_blocks),
     ("overlap", "Overlap table: neuron sets compared", overlap_blocks),
+    ("general", "General ability table: lm-eval accuracy per variant", general_blocks),
 )
 
 

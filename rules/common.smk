@@ -20,6 +20,7 @@ from neuronkit.alignment_data import AlignmentDataConfig  # noqa: E402
 from neuronkit.codehash import script_code_hash  # noqa: E402
 from neuronkit.config import ConfigError, stage_params, validate_config  # noqa: E402
 from neuronkit.data import DatasetError, DatasetSpec, check_source, local_source  # noqa: E402
+from neuronkit.general import LOCAL_TASKS  # noqa: E402
 from neuronkit.modelspec import REMOTE_CODE_ENV, identity  # noqa: E402
 from neuronkit.preflight import check_hub_dataset, run_problems  # noqa: E402
 from neuronkit.variants import p_label, poisoned_variant  # noqa: E402
@@ -151,7 +152,7 @@ def scored_paths(model):
 def report_sections(model):
     """Section files merged into report.json; later stages append theirs here."""
     sections = {"evaluation": f"results/{model}/sections/evaluation.json"}
-    for name in ("neurons", "patching", "safeguard", "sntune", "nlsr", "overlap"):
+    for name in ("neurons", "patching", "safeguard", "sntune", "nlsr", "overlap", "general"):
         sections[name] = f"results/{model}/sections/{name}.json"
     return sections
 
@@ -283,6 +284,22 @@ def patching_section_inputs(wildcards):
     if p["ppl_dataset"]:
         out["perplexity"] = f"results/{m}/patching/perplexity.json"
     return out
+
+
+def general_variants(model):
+    """Checkpoint variants whose general ability is scored; attacked, nlsr and nlsr_random at each headline p."""
+    out = []
+    for kind in stage(model, "general")["variants"]:
+        if kind in ("attacked", "nlsr", "nlsr_random"):
+            out += [f"{kind}_p{p}" for p in random_control_p_labels(model)]
+        else:
+            out.append(kind)
+    return out
+
+
+def general_task_files(wildcards):
+    """The vendored data of the local lm-eval tasks a model's general ability uses (editing one reruns the jobs)."""
+    return [LOCAL_TASKS[t][0] for t in stage(wildcards.model, "general")["tasks"] if t in LOCAL_TASKS]
 
 
 def random_control_p_labels(model):

@@ -35,9 +35,9 @@ FAMILIES = {
         "prepare_dataset: dataset specs (local files, builtins, hub ids) to the common Parquet schema.",
         ("pyarrow", "pandas", "numpy", "datasets", "pyyaml"), torch=False),
     "model": Family(
-        "Rules that load or train a model (generation, training, neuron scoring, patching, NLSR).",
+        "Rules that load or train a model (generation, training, neuron scoring, patching, NLSR, lm-eval).",
         ("transformers", "peft", "trl", "safetensors", "pyarrow", "pandas", "numpy", "datasets", "gguf", "pyyaml",
-         "tqdm", "scipy", "scikit-learn"), torch=True),
+         "tqdm", "scipy", "scikit-learn", "lm-eval"), torch=True),
     "report": Family(
         "Report rules: sections, plots, overlap and the HTML report. No model stack (transformers, peft,\n"
         "# trl); torch only for reading neuron indices and masks.",

@@ -235,6 +235,17 @@ def test_report_has_sntune_and_nlsr_sections(workflow):
     assert mix.column("label").to_pylist().count("harmful") == 4 and mix.num_rows == 16
 
 
+def test_report_has_general_ability_from_lm_eval_for_the_listed_variants(workflow):
+    general = json.loads((workflow / TARGET).read_text())["general"]
+    figures = {f["variant"]: f for f in general["figures"]}
+    assert set(figures) == {"base", "sntune", "nlsr_p0.25"}  # tiny: general.variants, nlsr at random_control_p
+    for fig in figures.values():
+        assert fig["dataset"] == "mmlu_slice" and fig["n"] == 8 and fig["judge"] == "lm-eval mmlu_slice acc"
+        assert fig["ci95"][0] <= fig["value"] <= fig["ci95"][1]
+    assert {(t["first"], t["second"]) for t in general["paired"]} == {("sntune", "base"), ("nlsr_p0.25", "base")}
+    assert "General ability table" in (workflow / HTML).read_text()
+
+
 def test_report_has_the_cross_method_overlap(workflow):
     overlap = json.loads((workflow / TARGET).read_text())["overlap"]
     assert [m["name"] for m in overlap["methods"]] == ["contrast", "plnd", "snip", "wanda", "lowrank"]
