@@ -7,7 +7,7 @@ tasks below, whose data ships with the workflow. Each checkpoint variant is load
 exactly the variant the other figures score. Every accuracy comes with its n and a 95% Wilson interval counted from
 lm-eval's per-sample results.
 
-    result = general_ability("results/smollm2/checkpoints/aligned", GeneralConfig(tasks=("mmlu_slice",)))
+    result = general_ability("results/smollm2/checkpoints/aligned", GeneralConfig(tasks=("mmlu_slice_cloze",)))
 """
 
 from __future__ import annotations
@@ -19,12 +19,23 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
-MMLU_TEMPLATE = ("{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\nD. {{choices[3]}}"
-                 "\nAnswer:")  # lm-eval's own MMLU prompt (tasks/mmlu/default), so the slice scores like MMLU
-# Local tasks: name -> (data file relative to the workflow root, what it is). The data is vendored with its licence.
-LOCAL_TASKS: dict[str, tuple[str, str]] = {
-    "mmlu_slice": ("data/benchmarks/mmlu_slice.jsonl",
-                   "MMLU test split, 5 questions per subject (285), zero-shot, lm-eval's MMLU prompt and metric"),
+SLICE = "data/benchmarks/mmlu_slice.jsonl"
+# Local tasks: name -> (data file relative to the workflow root, what it is, lm-eval prompt fields). The data is
+# vendored with its licence; the prompts are lm-eval's own MMLU ones (tasks/mmlu/default and tasks/mmlu/continuation),
+# so each slice scores like the full task it samples.
+LOCAL_TASKS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "mmlu_slice": (SLICE, "MMLU test split, 5 questions per subject (285), zero-shot, lm-eval's MMLU prompt: the "
+                          "answer letter after the lettered choices (near chance for models under ~1B)", {
+        "doc_to_text": "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\n"
+                       "D. {{choices[3]}}\nAnswer:",
+        "doc_to_choice": ["A", "B", "C", "D"], "doc_to_target": "answer",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]}),
+    "mmlu_slice_cloze": (SLICE, "the same 285 MMLU questions, zero-shot, lm-eval's MMLU continuation prompt: the "
+                                "log-likelihood of each answer's text (the cloze form small models are reported on)", {
+        "description": "The following are questions (with answers) about {{subject.replace('_', ' ')}}.\n\n",
+        "doc_to_text": "Question: {{question.strip()}}\nAnswer:", "doc_to_choice": "{{choices}}",
+        "doc_to_target": "{{answer}}",
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")]}),
 }
 
 
@@ -34,9 +45,9 @@ class GeneralAbilityError(ValueError):
 
 @dataclass(frozen=True)
 class GeneralConfig:
-    """lm-eval settings; defaults are the offline ones (the vendored MMLU slice, zero-shot)."""
+    """lm-eval settings; defaults are the offline ones (the vendored MMLU slice in cloze form, zero-shot)."""
 
-    tasks: tuple[str, ...] = ("mmlu_slice",)
+    tasks: tuple[str, ...] = ("mmlu_slice_cloze",)
     num_fewshot: int | None = None   # None: each task's own default (0 for the local tasks)
     limit: int | None = None         # first N documents per task (None: all)
     batch_size: int = 16
@@ -66,14 +77,10 @@ def local_task(name: str, cache_dir: str | os.PathLike, root: Path = ROOT) -> di
     path = root / LOCAL_TASKS[name][0]
     if not path.is_file():
         raise GeneralAbilityError(f"general: the data of local task {name!r} is missing: {path}")
-    return {
-        "task": name, "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(path)}, "cache_dir": str(cache_dir)},
-        "test_split": "test", "output_type": "multiple_choice", "doc_to_text": MMLU_TEMPLATE,
-        "doc_to_choice": ["A", "B", "C", "D"], "doc_to_target": "answer",
-        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
-        "metadata": {"version": 1.0, "source": LOCAL_TASKS[name][1]},
-    }
+    return {"task": name, "dataset_path": "json",
+            "dataset_kwargs": {"data_files": {"test": str(path)}, "cache_dir": str(cache_dir)},
+            "test_split": "test", "output_type": "multiple_choice", **LOCAL_TASKS[name][2],
+            "metadata": {"version": 1.0, "source": LOCAL_TASKS[name][1]}}
 
 
 def task_specs(tasks: Sequence[str], cache_dir: str | os.PathLike, root: Path = ROOT) -> list[str | dict]:
@@ -119,6 +126,9 @@ def accuracy_rows(output: Mapping[str, Any], tasks: Sequence[str], variant: str)
         judge = f"lm-eval {task} {metric}" + ("" if filt == "none" else f" ({filt})")
         rows[task] = {**accuracy_figure(flags, task, variant, judge), "n_shot": output.get("n-shot", {}).get(task),
                       "correct": flags}
+        if metric == "acc" and "acc_norm" in samples[0]:  # cloze tasks: length-normalised log-likelihood too
+            normalised = [float(s["acc_norm"]) > 0.5 for s in samples if s.get("filter", "none") == filt]
+            rows[task]["acc_norm"] = accuracy_figure(normalised, task, variant, f"lm-eval {task} acc_norm")
     return rows
 
 
@@ -146,7 +156,8 @@ def evaluate_model(model, tok, cfg: GeneralConfig, variant: str, root: Path = RO
                                  fewshot_random_seed=cfg.seed)
     if output is None:
         raise GeneralAbilityError("general: lm-eval returned no results")
-    return {"variant": variant, "tasks": accuracy_rows(output, cfg.tasks, variant), "lm_eval_version": lm_eval.__version__, "config": asdict(cfg),
+    return {"variant": variant, "tasks": accuracy_rows(output, cfg.tasks, variant),
+            "lm_eval_version": lm_eval.__version__, "config": asdict(cfg),
             "local_tasks": {t: LOCAL_TASKS[t][1] for t in cfg.tasks if t in LOCAL_TASKS}}
 
 

@@ -240,7 +240,7 @@ def test_report_has_general_ability_from_lm_eval_for_the_listed_variants(workflo
     figures = {f["variant"]: f for f in general["figures"]}
     assert set(figures) == {"base", "sntune", "nlsr_p0.25"}  # tiny: general.variants, nlsr at random_control_p
     for fig in figures.values():
-        assert fig["dataset"] == "mmlu_slice" and fig["n"] == 8 and fig["judge"] == "lm-eval mmlu_slice acc"
+        assert fig["dataset"] == "mmlu_slice_cloze" and fig["n"] == 8 and fig["judge"] == "lm-eval mmlu_slice_cloze acc"
         assert fig["ci95"][0] <= fig["value"] <= fig["ci95"][1]
     assert {(t["first"], t["second"]) for t in general["paired"]} == {("sntune", "base"), ("nlsr_p0.25", "base")}
     assert "General ability table" in (workflow / HTML).read_text()

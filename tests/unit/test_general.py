@@ -14,9 +14,12 @@ from neuronkit.models import load_variant
 LIMIT = 6
 
 
+TASKS = ("mmlu_slice", "mmlu_slice_cloze")
+
+
 @pytest.fixture(scope="module")
 def scored(tiny_base):
-    return general_ability(tiny_base, GeneralConfig(limit=LIMIT), variant="base")
+    return general_ability(tiny_base, GeneralConfig(tasks=TASKS, limit=LIMIT), variant="base")
 
 
 def slice_rows(n: int) -> list[dict]:
@@ -24,36 +27,49 @@ def slice_rows(n: int) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:n]]
 
 
-def test_the_slice_is_scored_with_n_interval_and_per_document_results(scored):
-    row = scored["tasks"]["mmlu_slice"]
+@pytest.mark.parametrize("task", TASKS)
+def test_the_slice_is_scored_with_n_interval_and_per_document_results(scored, task):
+    row = scored["tasks"][task]
     assert row["n"] == LIMIT == len(row["correct"]) and row["k"] == sum(row["correct"])
     assert row["value"] == round(100 * row["k"] / LIMIT, 2) and row["ci95"][0] <= row["value"] <= row["ci95"][1]
-    assert row["metric"] == "accuracy" and row["judge"] == "lm-eval mmlu_slice acc" and row["n_shot"] == 0
+    assert row["metric"] == "accuracy" and row["judge"] == f"lm-eval {task} acc" and row["n_shot"] == 0
     assert scored["variant"] == "base" and scored["lm_eval_version"].startswith("0.4")
+    assert ("acc_norm" in row) == (task == "mmlu_slice_cloze")
 
 
-def test_lm_eval_scores_the_letter_with_the_highest_log_likelihood_after_the_mmlu_prompt(tiny_base, scored):
-    """What lm-eval calls correct is what we compute by hand: argmax over ' A'..' D' after lm-eval's MMLU prompt."""
+def by_hand(doc: dict, task: str) -> tuple[str, list[str]]:
+    """lm-eval's zero-shot context and continuations for one slice document (its MMLU and MMLU-continuation
+    prompts; continuations follow a space)."""
+    if task == "mmlu_slice":
+        lettered = "\n".join(f"{c}. {t}" for c, t in zip("ABCD", doc["choices"]))
+        return doc["question"].strip() + "\n" + lettered + "\nAnswer:", [" " + c for c in "ABCD"]
+    subject = doc["subject"].replace("_", " ")
+    context = (f"The following are questions (with answers) about {subject}.\n\n"
+               f"Question: {doc['question'].strip()}\nAnswer:")
+    return context, [" " + c for c in doc["choices"]]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_lm_eval_scores_the_choice_with_the_highest_log_likelihood_after_its_prompt(tiny_base, scored, task):
+    """What lm-eval calls correct is what we compute by hand: the argmax of each continuation's summed
+    log-likelihood after lm-eval's prompt, compared with the answer index."""
     model, tok = load_variant(tiny_base, device=torch.device("cpu"))
     expected = []
     for doc in slice_rows(LIMIT):
-        context = (doc["question"].strip() + "\n" + "\n".join(f"{c}. {t}" for c, t in zip("ABCD", doc["choices"]))
-                   + "\nAnswer:")
+        context, continuations = by_hand(doc, task)
         ctx = tok(context, add_special_tokens=False)["input_ids"]
         scores = []
-        for letter in "ABCD":
-            whole = tok(context + " " + letter, add_special_tokens=False)["input_ids"]
-            cont = whole[len(ctx):]
-            ids = torch.tensor([whole])
+        for continuation in continuations:
+            whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
             with torch.no_grad():
-                logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
-            scores.append(sum(float(logp[len(ctx) - 1 + i, t]) for i, t in enumerate(cont)))
+                logp = torch.log_softmax(model(input_ids=torch.tensor([whole])).logits[0].float(), -1)
+            scores.append(sum(float(logp[i - 1, whole[i]]) for i in range(len(ctx), len(whole))))
         expected.append(max(range(4), key=scores.__getitem__) == doc["answer"])
-    assert scored["tasks"]["mmlu_slice"]["correct"] == expected
+    assert scored["tasks"][task]["correct"] == expected
 
 
 def test_the_same_checkpoint_scores_the_same(tiny_base, scored):
-    again = general_ability(tiny_base, GeneralConfig(limit=LIMIT), variant="base")
+    again = general_ability(tiny_base, GeneralConfig(tasks=TASKS, limit=LIMIT), variant="base")
     assert again["tasks"] == scored["tasks"]
 
 
