@@ -9,9 +9,9 @@ A safety neuron owns a slice of a few weight matrices (docs/methods.md, B3):
 
 Nothing is masked and no library source is touched. Each trained slice is a small fp32 delta
 (``[n_rows, in]`` for rows, ``[out, n_cols]`` for columns) added to the projection's output by a
-forward hook, and AdamW sees only the deltas. So the optimizer keeps state only for trained
-entries, weight decay and gradient clipping see only delta gradients (the "mask" comes before
-clipping by construction), and frozen weights cannot move. After training, the deltas are folded
+forward hook, and the transformers Trainer (with AdamW) sees only the deltas. So the optimizer keeps
+state only for trained entries, weight decay and gradient clipping see only delta gradients (the
+"mask" comes before clipping by construction), and frozen weights cannot move. After training, the deltas are folded
 into the weights and the model is saved as a normal safetensors checkpoint.
 
     with NeuronDeltas(model, plan_targets(model, neurons)).attached():
@@ -31,7 +31,6 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import manifest
 from .archs import MODULES, attn_module, mlp_module
