@@ -7,18 +7,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .artifacts import read_json
-from .significance import ALPHA, mcnemar_exact, wilson_interval
+from .significance import ALPHA, mcnemar_exact, rate_metric
 
 METRIC_FOR_LABEL = {"harmful": "harmful_score", "benign": "over_refusal"}
-
-
-def rate_metric(flags: Sequence[bool], *, metric: str, dataset: str, variant: str, judge: str) -> dict:
-    """One reported figure: a percentage with everything needed to read it."""
-    n, k = len(flags), int(sum(bool(f) for f in flags))
-    return {
-        "variant": variant, "dataset": dataset, "metric": metric, "value": round(100 * k / n, 2) if n else None,
-        "unit": "%", "k": k, "n": n, "judge": judge, "ci95": list(wilson_interval(k, n)),
-    }
 
 
 def score_table(table, dataset: str, label: str) -> dict:

@@ -104,7 +104,7 @@ def leaf_samples(output: Mapping[str, Any], task: str) -> list[dict]:
 
 
 def scored_flags(samples: Sequence[dict], task: str) -> tuple[str, str, list[bool]]:
-    """(metric, filter, per-document correct flags) of the first filter lm-eval applied (gsm8k: strict-match)."""
+    """(metric, filter, per-document correct flags) under the first filter by name (gsm8k: flexible-extract)."""
     if not samples:
         raise GeneralAbilityError(f"general: lm-eval task {task!r} scored no documents")
     first_filter = samples[0].get("filter", "none")
@@ -119,26 +119,20 @@ def scored_flags(samples: Sequence[dict], task: str) -> tuple[str, str, list[boo
 def accuracy_rows(output: Mapping[str, Any], tasks: Sequence[str], variant: str) -> dict[str, dict[str, Any]]:
     """Per requested task, the report's figure (k of n, %, 95% Wilson interval) counted from lm-eval's per-document
     results, and those results in document order (``correct``) for paired tests between variants."""
+    from .significance import rate_metric
+
     rows = {}
     for task in tasks:
         samples = leaf_samples(output, task)
         metric, filt, flags = scored_flags(samples, task)
         judge = f"lm-eval {task} {metric}" + ("" if filt == "none" else f" ({filt})")
-        rows[task] = {**accuracy_figure(flags, task, variant, judge), "n_shot": output.get("n-shot", {}).get(task),
-                      "correct": flags}
+        figure = rate_metric(flags, metric="accuracy", dataset=task, variant=variant, judge=judge)
+        rows[task] = {**figure, "n_shot": output.get("n-shot", {}).get(task), "correct": flags}
         if metric == "acc" and "acc_norm" in samples[0]:  # cloze tasks: length-normalised log-likelihood too
             normalised = [float(s["acc_norm"]) > 0.5 for s in samples if s.get("filter", "none") == filt]
-            rows[task]["acc_norm"] = accuracy_figure(normalised, task, variant, f"lm-eval {task} acc_norm")
+            rows[task]["acc_norm"] = rate_metric(normalised, metric="accuracy", dataset=task, variant=variant,
+                                                 judge=f"lm-eval {task} acc_norm")
     return rows
-
-
-def accuracy_figure(flags: Sequence[bool], task: str, variant: str, judge: str) -> dict[str, Any]:
-    """A figure in the report's shape (as ``evaluate.rate_metric``): %, k of n, 95% Wilson interval."""
-    from .significance import wilson_interval
-
-    n, k = len(flags), sum(bool(f) for f in flags)
-    return {"variant": variant, "dataset": task, "metric": "accuracy", "value": round(100 * k / n, 2),
-            "unit": "%", "k": k, "n": n, "judge": judge, "ci95": list(wilson_interval(k, n))}
 
 
 def evaluate_model(model, tok, cfg: GeneralConfig, variant: str, root: Path = ROOT) -> dict[str, Any]:

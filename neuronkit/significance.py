@@ -18,6 +18,15 @@ def wilson_interval(k: int, n: int) -> tuple[float, float]:
     return (round(100 * float(ci.low), 2), round(100 * float(ci.high), 2))
 
 
+def rate_metric(flags: Sequence[bool], *, metric: str, dataset: str, variant: str, judge: str) -> dict:
+    """One reported figure: a percentage with everything needed to read it (k of n and its Wilson interval)."""
+    n, k = len(flags), int(sum(bool(f) for f in flags))
+    return {
+        "variant": variant, "dataset": dataset, "metric": metric, "value": round(100 * k / n, 2) if n else None,
+        "unit": "%", "k": k, "n": n, "judge": judge, "ci95": list(wilson_interval(k, n)),
+    }
+
+
 def mcnemar_exact(flags_x: Sequence[bool], flags_y: Sequence[bool]) -> dict:
     """Exact two-sided McNemar test on paired binary outcomes (the same prompts under two conditions): a binomial
     test of the discordant pairs against p = 1/2."""
