@@ -19,13 +19,13 @@ COPIED = ["Snakefile", "config.yaml", "rules", "workflow_scripts", "neuronkit", 
 TARGET = "results/tiny/report.json"
 HTML = "results/tiny/report.html"
 PLOTS = ("variant_scores", "restore_curve", "neurons_per_layer", "nlsr", "overlap")
-HARMFUL_SETS = ("harmful_test", "harmful_novel", "advbench")
-DATASETS = (*HARMFUL_SETS, "benign_test", "benign_novel", "xstest_safe")
-# Plain generations: base on the 6 evaluated sets + the safeguard's 2 training sets (8); aligned on the 6 + task_test
-# (7); sntune and rsntune on the 6 (12); the EXPO reference on harmful_test, benign_test, task_test and its
-# calibration set (4); attacked and realigned at 2 poison fractions on harmful_test, benign_test, task_test (12); the
-# random-mask control at 1 poison fraction on the same 3 (3).
-N_GENERATE = 8 + 7 + 12 + 4 + 12 + 3
+HARMFUL_SETS = ("harmful_test", "advbench")
+DATASETS = (*HARMFUL_SETS, "benign_test", "xstest_safe")
+# Plain generations: base on the 4 evaluated sets + the safeguard's 2 training sets and its other test set,
+# harmful_novel (7); aligned on the 4 + task_test (5); sntune and rsntune on the 4 (8); the EXPO reference on
+# harmful_test, benign_test, task_test and its calibration set (4); attacked and realigned at 2 poison fractions on
+# harmful_test, benign_test, task_test (12); the random-mask control at 1 poison fraction on the same 3 (3).
+N_GENERATE = 7 + 5 + 8 + 4 + 12 + 3
 N_TASK = 7  # task_test generations are scored for accuracy, not judged
 N_PATCH = 2 * 2  # (safety, random) x the tiny k grid, on one dataset
 N_DEACT = 2 * 2  # (safety, random) x the deactivation datasets
