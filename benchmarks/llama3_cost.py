@@ -21,13 +21,19 @@ ROOT = Path(__file__).resolve().parents[1]
 # Meta-Llama-3-8B-Instruct
 SHAPE = {"params": 8.03e9, "layers": 32, "hidden": 4096, "mlp": 14336, "heads": 32, "kv_heads": 8, "head_dim": 128}
 BYTES_PER_PARAM = 2  # bf16
+# lm-eval's general-ability tasks of the llama3 config at their own defaults: test documents, forward tokens per
+# document (every answer choice's request counted, an upper bound: HFLM's logits cache shares one forward between
+# the single-token letter choices of MMLU), and new tokens per document (GSM8K generates up to 256, 5-shot prompts).
+GENERAL_TASKS = {"mmlu": {"docs": 14042, "forward_tokens": 4 * 110, "new_tokens": 0},
+                 "arc_challenge": {"docs": 1172, "forward_tokens": 4 * 60, "new_tokens": 0},
+                 "gsm8k": {"docs": 1319, "forward_tokens": 900, "new_tokens": 256}}
 
 
 # model loads per job of each rule (two-model rules load U and A; the judge loads the base for answer perplexity)
 MODEL_LOADS = {"generate": 1, "self_answers": 1, "variant_perplexity": 1, "judge": 1, "sft": 1, "preference": 1,
                "attack": 1, "contrast": 2, "plnd": 1, "deactivate_generate": 1, "deactivation_perplexity": 1,
                "patch_generate": 2, "patch_perplexity": 2, "safeguard": 1, "sntune": 1, "safety_masks": 1,
-               "neurons_section": 1}
+               "neurons_section": 1, "general": 1}
 
 
 def dry_run_jobs() -> dict[str, int]:
@@ -108,6 +114,12 @@ def main() -> None:
                                                       gen["max_new_tokens"], gen["batch_size"]),
     }
     jobs = dry_run_jobs()
+    general = sp("general")
+    tasks = [GENERAL_TASKS[name] for name in general["tasks"]]
+    stages[f"general: lm-eval {', '.join(general['tasks'])} x {jobs.get('general', 0)} variants"] = jobs.get(
+        "general", 0) * sum(forward(t["docs"] * t["forward_tokens"])
+                            + decode(t["docs"], t["new_tokens"], general["batch_size"]) * bool(t["new_tokens"])
+                            for t in tasks)
     loads = sum(count * MODEL_LOADS.get(rule, 0) for rule, count in jobs.items())
     stages[f"model loads: {loads} (every model job loads its checkpoints)"] = loads * args.load_s
     memory = {"weights, one model (bf16)": weights_gb, "two-model patching": 2 * weights_gb,
