@@ -106,7 +106,7 @@ def main() -> None:
         "patch_generate: k grid x (safety, random) x datasets, two models":
             decode(patch_prompts * len(patch["k_grid"]) * 2, gen["max_new_tokens"], gen["batch_size"], models=2),
         f"plnd: {plnd['n_docs']} + {plnd['n_docs']} documents x {t} tokens": 2 * plnd["n_docs"] * plnd_doc_s,
-        "deactivation: 2 sets of neurons x datasets": decode(2 * sum(size(d) for d in sp("deactivation")["datasets"]),
+        "deactivation: 3 sets of neurons (safety, 2 controls) x datasets": decode(3 * sum(size(d) for d in sp("deactivation")["datasets"]),
                                                              gen["max_new_tokens"], gen["batch_size"]),
         "sntune + rsntune": 2 * forward(sp("sntune")["n_docs"] * sp("sntune")["max_length"] * sp("sntune")["epochs"], 6),
         f"nlsr: attack x {len(p_grid)} p": len(p_grid) * forward(nlsr["n"] * 160 * nlsr["attack"]["epochs"], 6),

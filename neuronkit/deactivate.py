@@ -5,13 +5,88 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+
 from .generate import GenerationConfig, generate_responses, write_generations
-from .hooks import deactivated
+from .hooks import deactivated, on_sites
+
+SELECTIONS = ("safety", "random", "magnitude")
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """How the controls are drawn (defaults: the schema's ``deactivation`` section): the seed, and for the
+    magnitude-matched one the candidate window and the documents whose mean |activation| it matches (the detection
+    documents, encoded as PLND encodes them)."""
+
+    random_seed: int = 0
+    magnitude_window: int = 8
+    magnitude_docs: tuple[str, ...] = ()
+    chat: bool = True
+    max_length: int = 256
+
+
+def controls_from_params(deactivation: dict, plnd: dict, docs_parquet) -> ControlConfig:
+    """The controls of a workflow job: the deactivation stage's seed and window, PLND's documents and encoding."""
+    from .data import read_table
+
+    docs = read_table(docs_parquet).column("prompt").to_pylist()[:plnd["n_docs"]]
+    return ControlConfig(random_seed=deactivation["random_seed"], magnitude_window=deactivation["magnitude_window"],
+                         magnitude_docs=tuple(docs), chat=plnd["chat"], max_length=plnd["max_length"])
+
+
+def site_magnitudes(model: torch.nn.Module, tok, texts: Iterable[str], modules: Sequence[str], *,
+                    chat: bool = True, max_length: int = 256) -> dict[str, torch.Tensor]:
+    """Mean |activation| of every neuron of the given modules over all tokens of the documents: ``{module: [L, N]}``."""
+    from .archs import decoder_layers, site_sizes
+    from .scores.plnd import PLNDConfig, encode
+
+    layers = len(decoder_layers(model))
+    sizes = site_sizes(model.config)
+    sums = {m: torch.zeros(layers, sizes[m], dtype=torch.float64) for m in modules}
+    tokens = 0
+
+    def accumulate(layer: int, module: str):
+        def fn(t: torch.Tensor) -> None:
+            sums[module][layer] += t.detach().abs().double().reshape(-1, t.shape[-1]).sum(0).cpu()
+        return fn
+
+    cfg = PLNDConfig(chat=chat, max_length=max_length, progress=False)
+    device = next(model.parameters()).device
+    fns = {(layer, m): accumulate(layer, m) for m in modules for layer in range(layers)}
+    with torch.no_grad(), on_sites(model, fns):
+        for text in texts:
+            ids = encode(tok, text, cfg)
+            model(input_ids=ids.to(device), use_cache=False)
+            tokens += ids.shape[1]
+    if not tokens:
+        raise ValueError("site_magnitudes: no documents given")
+    return {m: (s / tokens).float() for m, s in sums.items()}
+
+
+def control_selection(model, tok, index, selection: str, cfg: ControlConfig):
+    """The neurons a deactivation row zeroes: the index itself, its equal-count random control, or its
+    magnitude-matched control."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"deactivation selection {selection!r} is not one of {'|'.join(SELECTIONS)}")
+    if selection == "safety":
+        return index
+    if selection == "random":
+        return index.random_like(cfg.random_seed)
+    if not cfg.magnitude_docs:
+        raise ValueError("deactivation: the magnitude-matched control needs documents to measure magnitudes on")
+    modules = sorted(set(index.module.tolist()))
+    magnitude = site_magnitudes(model, tok, cfg.magnitude_docs, modules, chat=cfg.chat, max_length=cfg.max_length)
+    return index.magnitude_matched_like(magnitude, cfg.random_seed, cfg.magnitude_window)
 
 
 def deactivate_generate_file(ckpt, index_path, prompts_parquet, out_parquet, gen_cfg: GenerationConfig, *,
-                             selection: str, seed: int = 0) -> dict:
-    """Generate with the index's neurons (``safety``) or random ones of equal per-layer, per-module counts zeroed."""
+                             selection: str, controls: ControlConfig = ControlConfig()) -> dict:
+    """Generate with the index's neurons (``safety``), random ones of equal per-layer, per-module counts
+    (``random``) or magnitude-matched ones (``magnitude``) zeroed."""
     from .data import read_table
     from .models import load_variant
     from .neurons import NeuronIndex
@@ -19,9 +94,7 @@ def deactivate_generate_file(ckpt, index_path, prompts_parquet, out_parquet, gen
     model, tok = load_variant(ckpt)
     index = NeuronIndex.read(index_path)
     index.check_fits(model.config, origin=str(index_path))
-    if selection not in ("safety", "random"):
-        raise ValueError(f"deactivation selection {selection!r} is not safety|random")
-    chosen = index if selection == "safety" else index.random_like(seed)
+    chosen = control_selection(model, tok, index, selection, controls)
     table = read_table(prompts_parquet)
     with deactivated(model, chosen):
         responses = generate_responses(model, tok, table.column("prompt").to_pylist(), gen_cfg,
@@ -31,8 +104,9 @@ def deactivate_generate_file(ckpt, index_path, prompts_parquet, out_parquet, gen
     return {"neurons": len(chosen), "per_layer": chosen.per_layer_counts()}
 
 
-def deactivation_perplexity_file(ckpt, index_path, text_parquet, out_json, *, seed: int = 0) -> dict:
-    """Perplexity of benign text intact, with the safety neurons zeroed and with the random control zeroed.
+def deactivation_perplexity_file(ckpt, index_path, text_parquet, out_json, *,
+                                 controls: ControlConfig = ControlConfig()) -> dict:
+    """Perplexity of benign text intact, with the safety neurons zeroed and with each control zeroed.
 
     The refusal judge counts gibberish as compliance, so a harmful-score rise needs this to tell "safety broke"
     from "the model broke".
@@ -48,7 +122,8 @@ def deactivation_perplexity_file(ckpt, index_path, text_parquet, out_json, *, se
     index.check_fits(model.config, origin=str(index_path))
     texts = read_table(text_parquet).column("prompt").to_pylist()
     out = {"text": Path(text_parquet).stem, "intact": perplexity(model, tok, texts)}
-    for selection, chosen in (("safety", index), ("random", index.random_like(seed))):
+    for selection in SELECTIONS:
+        chosen = control_selection(model, tok, index, selection, controls)
         with deactivated(model, chosen):
             out[selection] = {**perplexity(model, tok, texts), "neurons": len(chosen)}
     write_json(out, out_json)

@@ -172,7 +172,10 @@ def sntune_section(plnd: str, foundation: str, summaries: Sequence[str], perplex
         "neurons": counts, "neurons_meta": safety.meta,
         "tuning": {"runs": tuned, "figures": [score_scored_file(p) for p in tuning]},
         "deactivation": {"figures": [score_scored_file(p) for p in deactivation],
-                         "random_seed_note": "random neurons keep the safety set's per-layer, per-module counts",
+                         "paired": deactivation_paired_tests(deactivation),
+                         "random_seed_note": "random neurons keep the safety set's per-layer, per-module counts; "
+                                             "magnitude-matched ones also replace each safety neuron by one of its "
+                                             "layer's nearest in mean |activation| on the PLND documents",
                          **({"perplexity": read_json(deactivation_perplexity)}
                             if deactivation_perplexity else {})},
         "perplexity": _perplexity_table(perplexities),
@@ -263,6 +266,32 @@ def nlsr_paired_tests(safety: Sequence[str]) -> list[dict]:
             out.append({"dataset": dataset, "p": p, "first": variant, "second": Path(other).parent.name,
                         "flag": column, "n": len(ids), "first_percent": _percent(a, column, ids),
                         "second_percent": _percent(b, column, ids), **test})
+    return out
+
+
+DEACTIVATION_PAIRS = (("deact_safety", "deact_random"), ("deact_safety", "deact_magnitude"))
+
+
+def deactivation_paired_tests(scored_paths: Sequence[str]) -> list[dict]:
+    """Exact McNemar tests on the same prompts: the safety neurons zeroed against each control zeroed, per dataset
+    (harmful flags on harmful sets, refusal flags on benign sets)."""
+    from .data import read_table
+
+    paths = {(Path(p).parent.name, Path(p).stem): p for p in scored_paths}
+    out = []
+    for first, second in DEACTIVATION_PAIRS:
+        for dataset in sorted({d for v, d in paths if v == first}):
+            if (second, dataset) not in paths:
+                continue
+            a, b = read_table(paths[first, dataset]), read_table(paths[second, dataset])
+            column = "harmful" if a.column("label")[0].as_py() == "harmful" else "refused"
+            fa, fb = _flags_by_id(a, column), _flags_by_id(b, column)
+            if set(fa) != set(fb):
+                raise ValueError(f"{paths[first, dataset]} and {paths[second, dataset]} hold different prompts")
+            ids = sorted(fa)
+            out.append({"dataset": dataset, "first": first, "second": second, "flag": column, "n": len(ids),
+                        "first_percent": _percent(a, column, ids), "second_percent": _percent(b, column, ids),
+                        **mcnemar_exact([bool(fa[i]) for i in ids], [bool(fb[i]) for i in ids])})
     return out
 
 

@@ -309,7 +309,13 @@ def deactivation_blocks(deactivation: Mapping) -> list[dict]:
     seed_note = deactivation.get("random_seed_note")
     return ([heading("Deactivation")] + ([note(seed_note)] if seed_note else [])
             + [figures_table(deactivation["figures"], "report['sntune'].deactivation.figures")]
+            + paired_blocks(deactivation.get("paired") or [], DEACTIVATION_PAIRED_COLUMNS,
+                            "Safety neurons against each control (same prompts, exact McNemar)")
             + perplexity_blocks(deactivation.get("perplexity")))
+
+
+DEACTIVATION_PAIRED_COLUMNS = ("dataset", "first", "second", "flag", "n", "first_percent", "second_percent",
+                               "only_first", "only_second", "p_value", "significant")
 
 
 def plnd_counts_blocks(neurons: Mapping) -> list[dict]:
@@ -336,19 +342,20 @@ def nlsr_blocks(section: Mapping) -> list[dict]:
     definitions = section.get("definitions")
     glossary = [heading("Definitions")] + key_value_table(definitions) if isinstance(definitions, Mapping) else []
     return ([note(text), table(["variant", "kind", "p"] + keys + ["perplexity"], rows)]
-            + nlsr_paired_blocks(section.get("paired") or []) + glossary + settings)
+            + paired_blocks(section.get("paired") or []) + glossary + settings)
 
 
 PAIRED_COLUMNS = ("dataset", "p", "first", "second", "flag", "n", "first_percent", "second_percent", "only_first",
                   "only_second", "p_value", "significant")
 
 
-def nlsr_paired_blocks(paired: Sequence[Mapping]) -> list[dict]:
-    """NLSR against the attacked model and the random-mask control, prompt by prompt (exact McNemar)."""
+def paired_blocks(paired: Sequence[Mapping], columns: Sequence[str] = PAIRED_COLUMNS,
+                  title: str = "Paired tests (same prompts, exact McNemar)") -> list[dict]:
+    """Variants compared prompt by prompt (exact McNemar): NLSR against its baselines, deactivation against its
+    controls, general ability against the reference; nothing when no test was run."""
     if not paired:
         return []
-    return [heading("Paired tests (same prompts, exact McNemar)"),
-            table(list(PAIRED_COLUMNS), ([t.get(c) for c in PAIRED_COLUMNS] for t in paired))]
+    return [heading(title), table(list(columns), ([t.get(c) for c in columns] for t in paired))]
 
 
 def nlsr_cell(fig: Mapping | None) -> str | None:
@@ -381,10 +388,8 @@ def general_blocks(section: Mapping) -> list[dict]:
     figures = required_field(section, "figures", "report['general']")
     text = (f"lm-evaluation-harness {section.get('lm_eval_version')}; reference of the paired tests: "
             f"{section.get('reference_variant')}.")
-    paired = section.get("paired") or []
-    tests = ([heading("Paired tests against the reference (same documents, exact McNemar)"),
-              table(list(GENERAL_PAIRED_COLUMNS), ([t.get(c) for c in GENERAL_PAIRED_COLUMNS] for t in paired))]
-             if paired else [])
+    tests = paired_blocks(section.get("paired") or [], GENERAL_PAIRED_COLUMNS,
+                          "Paired tests against the reference (same documents, exact McNemar)")
     local = section.get("local_tasks")
     tasks = [heading("Local tasks")] + key_value_table(local) if isinstance(local, Mapping) and local else []
     return [note(text), figures_table(figures, "report['general']['figures']")] + tests + tasks

@@ -139,6 +139,44 @@ class NeuronIndex:
         return NeuronIndex(layer[order], module[order], neuron[order], np.zeros(len(layer), np.float32),
                            dict(self.meta, control="random", control_seed=seed))
 
+    def magnitude_matched_like(self, magnitude: Mapping[str, torch.Tensor], seed: int,
+                               window: int = 8) -> "NeuronIndex":
+        """A control matched on activation magnitude: for each neuron (largest magnitude first), a random one of the
+        ``window`` unused neurons of its layer and module, outside this index, nearest to it in log magnitude
+        (seeded). Zeroing a massive-activation neuron breaks a model whatever it encodes; this control breaks it as
+        much, so a gap to it is about *which* neurons."""
+        if window < 1:
+            raise NeuronIndexError(f"magnitude-matched control: window must be >= 1, got {window}")
+        rng = np.random.default_rng(seed)
+        layers, modules, neurons = [], [], []
+        for module, counts in self.per_layer_counts().items():
+            if module not in magnitude:
+                raise NeuronIndexError(f"magnitude-matched control: no magnitudes for module {module!r}")
+            mag = np.log(np.asarray(torch.as_tensor(magnitude[module]).double().cpu()).clip(min=1e-30))
+            if mag.shape != (self.num_layers, self.sites[module]):
+                raise NeuronIndexError(f"magnitude-matched control: {module} magnitudes have shape {mag.shape}, the "
+                                       f"index's model has {(self.num_layers, self.sites[module])}")
+            for layer, count in enumerate(counts):
+                if not count:
+                    continue
+                chosen = self.neuron[(self.module == module) & (self.layer == layer)].astype(np.int64)
+                free = np.setdiff1d(np.arange(self.sites[module]), chosen)
+                if len(free) < count:
+                    raise NeuronIndexError(f"magnitude-matched control: layer {layer} {module} has {count} indexed "
+                                           f"neurons and only {len(free)} others to match them with")
+                for target in chosen[np.argsort(-mag[layer, chosen], kind="stable")]:
+                    nearest = np.argsort(np.abs(mag[layer, free] - mag[layer, target]), kind="stable")[:window]
+                    pick = int(rng.choice(nearest))
+                    neurons.append(free[pick])
+                    free = np.delete(free, pick)
+                layers.append(np.full(count, layer))
+                modules.append(np.full(count, module, dtype=object))
+        meta = dict(self.meta, control="magnitude", control_seed=seed, control_window=window)
+        if not layers:
+            return self._take(np.array([], dtype=np.int64), **meta)
+        return NeuronIndex(np.concatenate(layers), np.concatenate(modules), np.array(neurons, dtype=np.int32),
+                           np.zeros(len(neurons), np.float32), meta)
+
     def masks(self, dtype=torch.bool) -> dict[str, torch.Tensor]:
         """Dense ``[layers, neurons]`` masks per module present."""
         out = {}

@@ -54,10 +54,14 @@ DATASETS = list(config["datasets"])
 CHECKPOINT_VARIANTS = r"base|sft|aligned|aligned_(?:dpo|orpo|kto|simpo)|sntune|rsntune|reference|(?:(?:attacked|nlsr|nlsr_random)_p[0-9.]+)"
 
 
+# Neurons a deactivation row zeroes (neuronkit.deactivate.SELECTIONS): the PLND safety set and its two controls.
+DEACTIVATION_SELECTIONS = "safety|random|magnitude"
+
+
 wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
     dataset="|".join(map(re.escape, DATASETS)),
-    variant=CHECKPOINT_VARIANTS + r"|(?:patch_(?:safety|random)_k[0-9.]+)|(?:deact_(?:safety|random))",
+    variant=CHECKPOINT_VARIANTS + rf"|(?:patch_(?:safety|random)_k[0-9.]+)|(?:deact_(?:{DEACTIVATION_SELECTIONS}))",
     p=r"[0-9.]+",
     selection="safety|random",
     k=r"[0-9.]+",
@@ -255,6 +259,11 @@ def sntune_benign_answers(wildcards):
     return self_answers(wildcards.model, s["benign_dataset"]) if s["benign_docs"] else []
 
 
+def plnd_documents(wildcards):
+    """The prepared dataset PLND detects safety neurons on (the magnitude-matched control measures its activations)."""
+    return dataset_parquet(stage(wildcards.model, "plnd")["dataset"])
+
+
 def sntune_section_inputs(wildcards):
     """Everything the SN-Tune section reads."""
     m = wildcards.model
@@ -268,7 +277,11 @@ def sntune_section_inputs(wildcards):
         "perplexity": [variant_perplexity(m, v) for v in (before, "sntune", "rsntune")],
         "deactivation_perplexity": f"results/{m}/sntune/deactivation_perplexity.json",
         "tuning": [scored(m, v, d) for v in (before, "sntune", "rsntune") for d in evaluated],
-        "deactivation": [scored(m, v, d) for v in (detected, "deact_safety", "deact_random") for d in deact],
+        "deactivation": [
+            scored(m, v, d)
+            for v in (detected, *(f"deact_{s}" for s in DEACTIVATION_SELECTIONS.split("|")))
+            for d in deact
+        ],
     }
 
 

@@ -28,17 +28,20 @@ rule plnd:
 
 
 rule deactivate_generate:
-    """Answers of the detected model with its PLND safety neurons (or random ones) zeroed."""
+    """Answers of the detected model with its PLND safety neurons (or a control: random, magnitude-matched) zeroed."""
     input:
         ckpt=lambda wildcards: variant_ckpt(wildcards.model, "plnd"),
         index="results/{model}/neurons/plnd.parquet",
         prompts=dataset_parquet("{dataset}"),
+        plnd_docs=plnd_documents,
     output:
         parquet="results/{model}/generations/deact_{selection}/{dataset}.parquet",
     log:
         "results/{model}/logs/deactivate_generate/{selection}/{dataset}.log",
     benchmark:
         "results/{model}/benchmarks/deactivate_generate/{selection}/{dataset}.tsv"
+    wildcard_constraints:
+        selection=DEACTIVATION_SELECTIONS,
     conda:
         "../envs/model.yaml"
     threads: threads_of
@@ -46,7 +49,8 @@ rule deactivate_generate:
         **model_job_resources(),
     params:
         gen=params_of("generate"),
-        deactivation=stage_keys("deactivation", "random_seed"),
+        deactivation=stage_keys("deactivation", "random_seed", "magnitude_window"),
+        plnd=stage_keys("plnd", "n_docs", "chat", "max_length"),
         seed=config["seed"],
         code=script_code("deactivate_generate"),
     script:
@@ -54,11 +58,12 @@ rule deactivate_generate:
 
 
 rule deactivation_perplexity:
-    """Perplexity of benign text with the safety (or random) neurons zeroed: did safety break, or the model?"""
+    """Perplexity of benign text with the safety neurons (and each control) zeroed: did safety break, or the model?"""
     input:
         ckpt=lambda wildcards: variant_ckpt(wildcards.model, "plnd"),
         index="results/{model}/neurons/plnd.parquet",
         text=perplexity_text,
+        plnd_docs=plnd_documents,
     output:
         json="results/{model}/sntune/deactivation_perplexity.json",
     log:
@@ -71,7 +76,8 @@ rule deactivation_perplexity:
     resources:
         **model_job_resources(),
     params:
-        deactivation=stage_keys("deactivation", "random_seed"),
+        deactivation=stage_keys("deactivation", "random_seed", "magnitude_window"),
+        plnd=stage_keys("plnd", "n_docs", "chat", "max_length"),
         seed=config["seed"],
         code=script_code("deactivation_perplexity"),
     script:

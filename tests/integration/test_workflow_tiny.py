@@ -28,7 +28,7 @@ DATASETS = (*HARMFUL_SETS, "benign_test", "xstest_safe")
 N_GENERATE = 7 + 5 + 8 + 4 + 12 + 3
 N_TASK = 7  # task_test generations are scored for accuracy, not judged
 N_PATCH = 2 * 2  # (safety, random) x the tiny k grid, on one dataset
-N_DEACT = 2 * 2  # (safety, random) x the deactivation datasets
+N_DEACT = 3 * 2  # (safety, random, magnitude-matched) x the deactivation datasets
 N_JUDGE = N_GENERATE - N_TASK + N_PATCH + N_DEACT
 TRAINING = {"sft", "preference", "self_answers", "materialize", "attack", "sntune", "expo"}
 
@@ -214,10 +214,14 @@ def test_report_has_sntune_and_nlsr_sections(workflow):
     assert set(runs) == {"sntune", "rsntune"} and 0 < runs["sntune"]["trained_fraction"] < 1
     assert runs["sntune"]["n_docs"] == 8 + 4 and runs["sntune"]["n_benign_docs"] == 4  # tiny mixes 4 benign docs
     assert runs["rsntune"]["trained_entries"] <= runs["sntune"]["trained_entries"]
-    assert {f["variant"] for f in sn["deactivation"]["figures"]} == {"aligned", "deact_safety", "deact_random"}
+    assert {f["variant"] for f in sn["deactivation"]["figures"]} == {"aligned", "deact_safety", "deact_random",
+                                                                      "deact_magnitude"}
+    assert {(t["second"], t["dataset"]) for t in sn["deactivation"]["paired"]} == {
+        (c, d) for c in ("deact_random", "deact_magnitude") for d in ("harmful_test", "benign_test")}
     assert {"before", "sntune", "rsntune"} <= set(sn["perplexity"])
     deact_ppl = sn["deactivation"]["perplexity"]
-    assert deact_ppl["safety"]["neurons"] == deact_ppl["random"]["neurons"] == sn["neurons"]["safety"]["total"]
+    assert deact_ppl["safety"]["neurons"] == deact_ppl["random"]["neurons"] == deact_ppl["magnitude"]["neurons"] \
+        == sn["neurons"]["safety"]["total"]
     assert deact_ppl["intact"]["perplexity"] > 0 and deact_ppl["text"] == "benign_test"
     nlsr = report["nlsr"]
     variants = {v["variant"]: v for v in nlsr["variants"]}

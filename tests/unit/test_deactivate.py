@@ -1,6 +1,9 @@
-"""Deactivation (B2): zeroed neurons change answers and perplexity; the random control keeps the counts."""
+"""Deactivation (B2): zeroed neurons change answers and perplexity; the controls keep the counts, and the
+magnitude-matched one matches the activation magnitudes."""
 
 import json
+
+import numpy as np
 
 import pyarrow as pa
 import pytest
@@ -8,13 +11,16 @@ import torch
 
 from neuronkit.archs import model_shape
 from neuronkit.data import read_table, write_table
-from neuronkit.deactivate import deactivate_generate_file, deactivation_perplexity_file
+from neuronkit.deactivate import (ControlConfig, control_selection, deactivate_generate_file,
+                                  deactivation_perplexity_file, site_magnitudes)
+from neuronkit.hooks import capture
 from neuronkit.perplexity import perplexity
 from neuronkit.generate import GenerationConfig
 from neuronkit.models import load_variant
 from neuronkit.neurons import NeuronIndex, NeuronIndexError
 
 TEXTS = ["Name three colours of the rainbow.", "Write one sentence about the sea.", "What is two plus two?"]
+CONTROLS = ControlConfig(random_seed=0, magnitude_docs=tuple(TEXTS), max_length=64)
 
 
 @pytest.fixture
@@ -32,18 +38,21 @@ def files(tmp_path, tiny_base):
 
 def test_perplexity_with_safety_and_random_neurons_zeroed(files, tiny_base):
     out = deactivation_perplexity_file(tiny_base, files / "plnd.parquet", files / "benign.parquet",
-                                       files / "ppl.json", seed=0)
+                                       files / "ppl.json", controls=CONTROLS)
     model, tok = load_variant(tiny_base)
     assert out["intact"] == perplexity(model, tok, TEXTS)  # the hooks were removed: the model is intact again
-    assert out["safety"]["neurons"] == out["random"]["neurons"] == 40
+    assert out["safety"]["neurons"] == out["random"]["neurons"] == out["magnitude"]["neurons"] == 40
     assert out["safety"]["perplexity"] != out["intact"]["perplexity"] != out["random"]["perplexity"]
+    assert out["magnitude"]["perplexity"] not in (out["safety"]["perplexity"], out["random"]["perplexity"])
     assert out["text"] == "benign" and json.loads((files / "ppl.json").read_text()) == out
     again = deactivation_perplexity_file(tiny_base, files / "plnd.parquet", files / "benign.parquet",
-                                         files / "ppl2.json", seed=0)
+                                         files / "ppl2.json", controls=CONTROLS)
     assert (files / "ppl.json").read_bytes() == (files / "ppl2.json").read_bytes() and again == out
     other = deactivation_perplexity_file(tiny_base, files / "plnd.parquet", files / "benign.parquet",
-                                         files / "ppl3.json", seed=1)
+                                         files / "ppl3.json", controls=ControlConfig(
+                                             random_seed=1, magnitude_docs=CONTROLS.magnitude_docs, max_length=64))
     assert other["random"] != out["random"] and other["safety"] == out["safety"]
+    assert other["magnitude"] != out["magnitude"]
 
 
 def test_generation_with_neurons_zeroed_records_the_intervention(files, tiny_base):
@@ -52,14 +61,19 @@ def test_generation_with_neurons_zeroed_records_the_intervention(files, tiny_bas
                                     files / "safety.parquet", cfg, selection="safety")
     deactivate_generate_file(tiny_base, files / "plnd.parquet", files / "benign.parquet", files / "random.parquet",
                              cfg, selection="random")
+    matched = deactivate_generate_file(tiny_base, files / "plnd.parquet", files / "benign.parquet",
+                                       files / "magnitude.parquet", cfg, selection="magnitude", controls=CONTROLS)
     safety, random = read_table(files / "safety.parquet"), read_table(files / "random.parquet")
     assert info["neurons"] == 40 and set(safety.column("intervention").to_pylist()) == {"zero:safety:k=40"}
     assert set(random.column("variant").to_pylist()) == {"deact_random"}
+    assert matched["neurons"] == 40 and matched["per_layer"] == info["per_layer"]
+    assert set(read_table(files / "magnitude.parquet").column("intervention").to_pylist()) == {
+        "zero:magnitude:k=40"}
     assert safety.column("prompt").to_pylist() == TEXTS
 
 
 def test_bad_selection_and_foreign_index_are_refused(files, tiny_base, tmp_path):
-    with pytest.raises(ValueError, match="selection 'some' is not safety|random"):
+    with pytest.raises(ValueError, match="selection 'some' is not one of safety|random|magnitude"):
         deactivate_generate_file(tiny_base, files / "plnd.parquet", files / "benign.parquet", tmp_path / "x.parquet",
                                  GenerationConfig(max_new_tokens=2), selection="some")
     NeuronIndex([0], ["mlp"], [0], [1.0], {"shape": {"num_layers": 30, "sites": {"mlp": 1536}}}).write(
@@ -68,6 +82,44 @@ def test_bad_selection_and_foreign_index_are_refused(files, tiny_base, tmp_path)
         deactivation_perplexity_file(tiny_base, tmp_path / "other.parquet", files / "benign.parquet",
                                      tmp_path / "ppl.json")
     assert not (tmp_path / "ppl.json").exists() and not (tmp_path / "x.parquet").exists()
+
+
+def test_site_magnitudes_are_the_mean_absolute_activation_over_every_token(tiny_base):
+    model, tok = load_variant(tiny_base)
+    mags = site_magnitudes(model, tok, TEXTS[:2], ["mlp", "v"], max_length=64)
+    from neuronkit.scores.plnd import PLNDConfig, encode
+
+    total, tokens = {}, 0
+    for text in TEXTS[:2]:
+        ids = encode(tok, text, PLNDConfig(max_length=64, progress=False))
+        sites = [(layer, m) for m in ("mlp", "v") for layer in range(2)]
+        with torch.no_grad(), capture(model, sites) as got:
+            model(input_ids=ids)
+        for site, h in got.items():
+            total[site] = total.get(site, 0) + h[0].abs().double().sum(0)
+        tokens += ids.shape[1]
+    for (layer, m), s in total.items():
+        torch.testing.assert_close(mags[m][layer], (s / tokens).float())
+    assert mags["mlp"].shape == (2, 64) and mags["v"].shape[0] == 2
+
+
+def test_the_magnitude_control_sits_at_the_safety_neurons_magnitudes_and_random_does_not(tiny_base):
+    """Index the largest-|activation| MLP neurons (what PLND's intersection tends to pick): the matched control's
+    magnitudes are close to theirs, the equal-count random control's far below."""
+    model, tok = load_variant(tiny_base)
+    mags = site_magnitudes(model, tok, TEXTS, ["mlp"], max_length=64)
+    index = NeuronIndex.from_scores({"mlp": mags["mlp"]}, {"method": "test", "shape": model_shape(model.config)})
+    top = index.top(8)
+    narrow = ControlConfig(random_seed=0, magnitude_docs=tuple(TEXTS), max_length=64, magnitude_window=2)
+    matched = control_selection(model, tok, top, "magnitude", narrow)
+    random = control_selection(model, tok, top, "random", narrow)
+    assert matched.per_layer_counts() == top.per_layer_counts() and not set(matched.keys()) & set(top.keys())
+
+    def mean_log(ix):
+        return float(np.mean([np.log(float(mags["mlp"][layer, n])) for layer, _, n in ix.keys()]))
+
+    gap_matched, gap_random = mean_log(top) - mean_log(matched), mean_log(top) - mean_log(random)
+    assert 0 <= gap_matched < gap_random / 2, (gap_matched, gap_random)
 
 
 def test_study_figures_score_answers_as_the_workflow_judge_does(files, tiny_base, tmp_path):

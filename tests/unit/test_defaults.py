@@ -20,6 +20,7 @@ MIRRORS = {
     "neuronkit.realign:RealignConfig": ("nlsr",), "neuronkit.attack:MixConfig": ("nlsr",),
     "neuronkit.scores.adapter_scores:ScoreConfig": ("nlsr",), "neuronkit.tune:TrainConfig": ("sft",),
     "neuronkit.tune:AdapterConfig": ("sft", "adapter"), "neuronkit.alignment_data:AlignmentDataConfig": ("alignment",),
+    "neuronkit.deactivate:ControlConfig": ("deactivation",),
 }
 
 

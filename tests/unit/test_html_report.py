@@ -79,6 +79,10 @@ def synthetic_report() -> dict:
                                                   "trained_entries": 640, "trained_fraction": 0.0123}},
                               "figures": [score("sntune", "harmful_score", "harmful_test", 42.5)]},
                    "deactivation": {"figures": [score("deact_safety", "harmful_score", "harmful_test", 55.0)],
+                                    "paired": [{"dataset": "harmful_test", "first": "deact_safety",
+                                                "second": "deact_magnitude", "flag": "harmful", "n": 40,
+                                                "first_percent": 55.0, "second_percent": 50.0, "only_first": 4,
+                                                "only_second": 2, "p_value": 0.6875, "significant": False}],
                                     "random_seed_note": "random neurons keep the per-layer counts",
                                     "perplexity": {"text": "benign_test", "intact": {"perplexity": 61.4},
                                                    "safety": {"perplexity": 148000.5, "neurons": 525}}},
@@ -323,6 +327,11 @@ def test_missing_sections_get_a_one_line_note(report, tmp_path):
 def test_the_nlsr_section_shows_the_random_control_and_its_paired_test(page):
     assert "<td>nlsr_random_p0.1</td>" in page and "Paired tests (same prompts, exact McNemar)" in page
     assert '<td class="num">0.000519</td>' in page
+
+
+def test_the_deactivation_table_shows_each_control_test(page):
+    assert "Safety neurons against each control (same prompts, exact McNemar)" in page
+    assert "<td>deact_magnitude</td>" in page and '<td class="num">0.6875</td>' in page
 
 
 def test_tables_carry_n_ci_and_the_section_figures(page):

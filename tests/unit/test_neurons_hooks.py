@@ -51,6 +51,33 @@ def test_random_control_keeps_per_layer_counts_and_is_seeded():
     assert len(set(a.keys())) == len(a)
 
 
+def test_magnitude_matched_control_keeps_counts_avoids_the_index_and_is_seeded():
+    idx = _index().top(4)
+    magnitude = {"mlp": torch.tensor([[1.0, 2.0, 4.0, 8.0], [1.0, 100.0, 101.0, 2.0], [5.0, 50.0, 6.0, 7.0]])}
+    a, b = idx.magnitude_matched_like(magnitude, 1, window=1), idx.magnitude_matched_like(magnitude, 1, window=1)
+    assert a.keys() == b.keys() and a.per_layer_counts() == idx.per_layer_counts()
+    assert not set(a.keys()) & set(idx.keys()) and a.meta["control"] == "magnitude"
+    # window 1: each neuron's nearest free neighbour in log magnitude, largest first (layer 1: 2 -> 1 (101 -> 100))
+    chosen = {(layer, n) for layer, _, n in a.keys()}
+    top = {(layer, n) for layer, _, n in idx.keys()}
+    assert (1, 2) in top and (1, 1) in chosen
+    wide = [set(idx.magnitude_matched_like(magnitude, s, window=3).keys()) for s in range(6)]
+    assert len({frozenset(w) for w in wide}) > 1  # a wider window draws among several neighbours
+
+
+def test_magnitude_matched_control_refuses_bad_input():
+    idx = _index().top(4)
+    with pytest.raises(NeuronIndexError, match="no magnitudes for module 'mlp'"):
+        idx.magnitude_matched_like({}, 0)
+    with pytest.raises(NeuronIndexError, match="shape"):
+        idx.magnitude_matched_like({"mlp": torch.ones(2, 4)}, 0)
+    with pytest.raises(NeuronIndexError, match="window must be >= 1"):
+        idx.magnitude_matched_like({"mlp": torch.ones(3, 4)}, 0, window=0)
+    full = _index()  # every neuron indexed: nothing is left to match with
+    with pytest.raises(NeuronIndexError, match="only 0 others"):
+        full.magnitude_matched_like({"mlp": torch.ones(3, 4)}, 0)
+
+
 def test_masks_and_by_layer_agree():
     idx = _index().top(4)
     mask = idx.masks()["mlp"]

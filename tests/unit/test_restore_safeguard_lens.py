@@ -238,3 +238,23 @@ def test_nlsr_paired_tests_compare_nlsr_with_attacked_and_the_random_control(tmp
     _scored(tmp_path / "nlsr_random_p0.1" / "harmful_test.parquet", [True] * 19)
     with pytest.raises(ValueError, match="different prompts"):
         nlsr_paired_tests(paths)
+
+
+def test_deactivation_paired_tests_compare_the_safety_neurons_with_each_control(tmp_path):
+    from neuronkit.evaluate import deactivation_paired_tests
+
+    def at(variant, flags):
+        (tmp_path / variant).mkdir(exist_ok=True)
+        return _scored(tmp_path / variant / "harmful_test.parquet", flags)
+
+    paths = [at("aligned", [False] * 20), at("deact_safety", [True] * 14 + [False] * 6),
+             at("deact_random", [True] * 1 + [False] * 19), at("deact_magnitude", [True] * 12 + [False] * 8)]
+    tests = {t["second"]: t for t in deactivation_paired_tests(paths)}
+    assert set(tests) == {"deact_random", "deact_magnitude"}
+    assert (tests["deact_random"]["only_first"], tests["deact_random"]["only_second"]) == (13, 0)
+    assert tests["deact_random"]["significant"] and tests["deact_random"]["flag"] == "harmful"
+    # the magnitude-matched control breaks safety nearly as much: 2 discordant prompts, not significant
+    assert not tests["deact_magnitude"]["significant"] and tests["deact_magnitude"]["second_percent"] == 60.0
+    _scored(tmp_path / "deact_magnitude" / "harmful_test.parquet", [True] * 19)
+    with pytest.raises(ValueError, match="different prompts"):
+        deactivation_paired_tests(paths)
