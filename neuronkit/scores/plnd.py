@@ -105,6 +105,9 @@ def _check_rule(family: str, top_k, eps) -> None:
         raise ValueError(f"PLND: {family}_eps must be a number >= 0, got {eps!r}")
 
 
+POSITIONS = ("all", "document")  # token positions whose activations are scored
+
+
 @dataclass(frozen=True)
 class PLNDConfig:
     """PLND settings; defaults as in the config schema (per-layer top 200 FFN / 100 attention dims, a tenth of the
@@ -118,6 +121,7 @@ class PLNDConfig:
     ffn_score: str = "exact"  # or "legacy_up_abs" (public code)
     max_length: int = 256  # tokens per document (truncated)
     chat: bool = True  # wrap each document in the model's chat template
+    positions: str = "all"  # "document": score only the document's own tokens (not template or special tokens)
     exclude_last_layers: int = 0
     progress: bool = True
 
@@ -125,6 +129,8 @@ class PLNDConfig:
         object.__setattr__(self, "modules", check_modules(self.modules))
         _check_rule("ffn", self.ffn_top_k, self.ffn_eps)
         _check_rule("attn", self.attn_top_k, self.attn_eps)
+        if self.positions not in POSITIONS:
+            raise ValueError(f"PLND: positions must be one of {list(POSITIONS)}, got {self.positions!r}")
         if self.ffn_score not in FFN_SCORES:
             raise ValueError(f"PLND: unknown ffn_score {self.ffn_score!r}; expected one of {list(FFN_SCORES)}")
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
@@ -195,8 +201,9 @@ def _prob_change_sq(s: torch.Tensor, p: torch.Tensor, ds: torch.Tensor) -> torch
 
 
 def qk_scores(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rope: Callable,
-              scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax-perturbation scores of every pre-RoPE q and k dim. q: [T, H, d], k: [T, KV, d]."""
+              scaling: float, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax-perturbation scores of every pre-RoPE q and k dim. q: [T, H, d], k: [T, KV, d]; ``rows`` (bool [T])
+    keeps the attention rows (queries) whose change is counted, every key column still taking part."""
     t, heads, hd = q.shape
     kv = k.shape[1]
     group = heads // kv
@@ -210,6 +217,8 @@ def qk_scores(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Te
         p = s.softmax(dim=-1)
         dq = torch.einsum("tdr,sdr->dts", q[:, h, :, None] * coef, kr[g][:, supp]) * scaling
         dk = torch.einsum("sdr,tdr->dts", k[:, g, :, None] * coef, qr[h][:, supp]) * scaling
+        if rows is not None:
+            s, p, dq, dk = s[rows], p[rows], dq[:, rows], dk[:, rows]
         q_sq[h] = _prob_change_sq(s, p, dq)
         k_sq[g] += _prob_change_sq(s, p, dk)
     return q_sq.sqrt().flatten(), k_sq.sqrt().flatten()
@@ -248,9 +257,10 @@ def _check_qk_supported(model: torch.nn.Module, tokens: int) -> None:
 class _Recorder:
     """Per-layer hooks that reduce one document's activations to scores at once (memory: one layer)."""
 
-    def __init__(self, model: torch.nn.Module, modules: tuple[str, ...], ffn_score: str, valid: torch.Tensor):
+    def __init__(self, model: torch.nn.Module, modules: tuple[str, ...], ffn_score: str, valid: torch.Tensor,
+                 rows: torch.Tensor):
         self.model, self.modules, self.ffn_score = model, modules, ffn_score
-        self.valid = valid
+        self.valid, self.rows = valid, rows  # rows: the scored positions among the valid ones
         sizes = site_sizes(model.config)
         n_layers = len(decoder_layers(model))
         self.kv_heads = sizes["k"] // head_dim(model.config)
@@ -260,6 +270,10 @@ class _Recorder:
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """A [1, T, ...] site tensor as [T_real, ...] in compute precision."""
         return _f(x.detach()[0][self.valid])
+
+    def scored(self, x: torch.Tensor) -> torch.Tensor:
+        """A [1, T, ...] site tensor at the scored positions only."""
+        return self.tokens(x)[self.rows]
 
     def registrations(self) -> list[tuple[torch.nn.Module, str, Callable]]:
         """Every hook this document needs, layer by layer."""
@@ -279,12 +293,12 @@ class _Recorder:
     def _ffn_hook(self, layer: int) -> tuple[torch.nn.Module, str, Callable]:
         if self.ffn_score == "legacy_up_abs":
             def up_abs(_m, _args, out):
-                self.scores["mlp"][layer] = self.tokens(out).abs().sum(dim=0).float().cpu()
+                self.scores["mlp"][layer] = self.scored(out).abs().sum(dim=0).float().cpu()
             return mlp_module(self.model, layer, "up"), "post", up_abs
         down = mlp_module(self.model, layer, "down")
 
         def exact(_m, args):
-            self.scores["mlp"][layer] = ffn_scores(self.tokens(args[0]), _f(down.weight.detach())).float().cpu()
+            self.scores["mlp"][layer] = ffn_scores(self.scored(args[0]), _f(down.weight.detach())).float().cpu()
         return down, "pre", exact
 
     def _stash_pos(self, layer: int) -> Callable:
@@ -305,7 +319,7 @@ class _Recorder:
         o_proj = attn_module(self.model, layer, "o")
 
         def hook(_m, args):
-            z, hd = self.tokens(args[0]), head_dim(self.model.config)
+            z, hd = self.scored(args[0]), head_dim(self.model.config)
             v, o = vo_scores(z, _f(o_proj.weight.detach()), self.kv_heads, hd)
             found = {"v": v, "o": o}
             if set(self.modules) & {"q", "k"}:
@@ -320,15 +334,20 @@ class _Recorder:
         q, k = got["q"], got["k"]
         cos, sin = got["pos"]
         scaling = getattr(attn, "scaling", hd ** -0.5)
-        return qk_scores(q.view(len(q), -1, hd), k.view(len(k), -1, hd), cos, sin, _rope_fn(attn), scaling)
+        return qk_scores(q.view(len(q), -1, hd), k.view(len(k), -1, hd), cos, sin, _rope_fn(attn), scaling,
+                         rows=self.rows)
 
 
 # ----------------------------------------------------------------------------- public API
 
 
 def plnd_importance(model: torch.nn.Module, input_ids: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
-                    modules: Iterable[str] = MODULES, ffn_score: str = "exact") -> dict[str, torch.Tensor]:
-    """Importance of every neuron for ONE document, from one forward pass: ``{module: float32 [L, N]}`` on CPU."""
+                    modules: Iterable[str] = MODULES, ffn_score: str = "exact",
+                    score_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Importance of every neuron for ONE document, from one forward pass: ``{module: float32 [L, N]}`` on CPU.
+
+    ``score_mask`` ([T] or [1, T], bool) keeps the positions whose activations (and attention rows) are scored,
+    e.g. the document's own tokens inside a chat template; every position still runs through the model."""
     modules = check_modules(modules)
     if ffn_score not in FFN_SCORES:
         raise ValueError(f"PLND: unknown ffn_score {ffn_score!r}; expected one of {list(FFN_SCORES)}")
@@ -344,8 +363,11 @@ def plnd_importance(model: torch.nn.Module, input_ids: torch.Tensor, *, attentio
         raise ValueError("PLND: the document has no tokens")
     if set(modules) & {"q", "k"}:
         _check_qk_supported(model, int(valid.sum()))
+    scored = valid if score_mask is None else score_mask.view(-1).bool()
+    if scored.shape != valid.shape or (scored & ~valid).any() or not scored.any():
+        raise ValueError("PLND: score_mask must be a non-empty subset of the document's tokens, shaped like input_ids")
     device = next(model.parameters()).device
-    rec = _Recorder(model, modules, ffn_score, valid.to(device))
+    rec = _Recorder(model, modules, ffn_score, valid.to(device), scored[valid].to(device))
     with torch.no_grad(), hooked(rec.registrations()):
         submodule(model, "decoder")(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
     return rec.scores
@@ -411,6 +433,35 @@ def encode(tok, text: str, cfg: PLNDConfig) -> torch.Tensor:
     return ids
 
 
+def document_positions(tok, text: str, cfg: PLNDConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """One document as ([1, T] ids, [T] bool): the positions of the document's own tokens, not those of the chat
+    template, its system prompt or special tokens (what ``positions: document`` scores)."""
+    from ..models import chat_prompt
+
+    if not getattr(tok, "is_fast", False):
+        raise ValueError("PLND positions 'document' needs a fast tokenizer (character offsets of every token)")
+    wrapped = chat_prompt(tok, text) if cfg.chat else text
+    start = wrapped.find(text)
+    if start < 0:
+        raise ValueError(f"PLND: the chat template changed document {text[:40]!r}; its tokens cannot be located")
+    end = start + len(text)
+    enc = tok(wrapped, return_tensors="pt", truncation=True, max_length=cfg.max_length,
+              add_special_tokens=not cfg.chat, return_offsets_mapping=True, return_special_tokens_mask=True)
+    offsets, special = enc["offset_mapping"][0], enc["special_tokens_mask"][0].bool()
+    mask = (offsets[:, 0] >= start) & (offsets[:, 1] <= end) & (offsets[:, 1] > offsets[:, 0]) & ~special
+    if not mask.any():
+        raise ValueError(f"PLND: document {text[:40]!r} has no tokens of its own within max_length {cfg.max_length}")
+    return enc["input_ids"], mask
+
+
+def document_importance(model: torch.nn.Module, tok, text: str, cfg: PLNDConfig) -> dict[str, torch.Tensor]:
+    """One document's importances at the positions ``cfg.positions`` names."""
+    if cfg.positions == "document":
+        ids, mask = document_positions(tok, text, cfg)
+        return plnd_importance(model, ids, modules=cfg.modules, ffn_score=cfg.ffn_score, score_mask=mask)
+    return plnd_importance(model, encode(tok, text, cfg), modules=cfg.modules, ffn_score=cfg.ffn_score)
+
+
 def detect_neurons(model: torch.nn.Module, tok, texts: Iterable[str], cfg: PLNDConfig | None = None,
                    meta: Mapping | None = None) -> NeuronIndex:
     """PLND neuron set over a corpus: harmful prompts give safety neurons, benign text foundation neurons."""
@@ -423,7 +474,7 @@ def detect_neurons(model: torch.nn.Module, tok, texts: Iterable[str], cfg: PLNDC
     shape = model_shape(model.config)
     reducer = IntersectionReducer(cfg)
     for text in tqdm(texts, desc="PLND", unit="doc", disable=not cfg.progress):
-        reducer.update(plnd_importance(model, encode(tok, text, cfg), modules=cfg.modules, ffn_score=cfg.ffn_score))
+        reducer.update(document_importance(model, tok, text, cfg))
     return reducer.index({**dict(meta or {}), "shape": shape})
 
 

@@ -152,6 +152,53 @@ def test_padding_is_ignored(tiny):
         torch.testing.assert_close(again[m], scores[m], rtol=1e-5, atol=1e-7)
 
 
+def test_scoring_the_document_positions_ignores_tokens_after_them_exactly(tiny):
+    """A causal model: the document's own positions do not see a suffix (a template's closing tokens), so scoring
+    only them equals scoring the bare document, for every module, q/k softmax rows included."""
+    model, _, ids, scores = tiny
+    suffix = torch.randint(3, 250, (1, 5), generator=torch.Generator().manual_seed(8))
+    longer = torch.cat([ids, suffix], dim=1)
+    mask = torch.cat([torch.ones(TOKENS, dtype=torch.bool), torch.zeros(5, dtype=torch.bool)])
+    got = plnd_importance(model, longer, score_mask=mask)
+    plain = plnd_importance(model, longer)
+    for m in scores:
+        torch.testing.assert_close(got[m], scores[m], rtol=1e-5, atol=1e-7)
+        assert not torch.allclose(plain[m], scores[m])  # scoring every position counts the suffix
+
+
+def test_a_score_mask_over_every_token_changes_nothing_and_bad_masks_are_refused(tiny):
+    model, _, ids, scores = tiny
+    got = plnd_importance(model, ids, score_mask=torch.ones(TOKENS, dtype=torch.bool))
+    for m in scores:
+        torch.testing.assert_close(got[m], scores[m], rtol=0, atol=0)
+    for bad in (torch.zeros(TOKENS, dtype=torch.bool), torch.ones(TOKENS + 1, dtype=torch.bool)):
+        with pytest.raises(ValueError, match="score_mask"):
+            plnd_importance(model, ids, score_mask=bad)
+
+
+def test_document_positions_are_the_document_tokens_inside_the_chat_template():
+    from neuronkit.scores.plnd import document_positions, encode
+
+    _, tok = _load_tiny(TinySpec())
+    text = "How do I pick a lock?"
+    ids, mask = document_positions(tok, text, PLNDConfig(chat=True, progress=False))
+    assert torch.equal(ids, encode(tok, text, PLNDConfig(chat=True, progress=False)))  # the same tokens PLND runs
+    assert tok.decode(ids[0][mask]) == text and not mask.all()
+    assert "<|im_start|>" in tok.decode(ids[0][~mask])
+    raw_ids, raw_mask = document_positions(tok, text, PLNDConfig(chat=False, progress=False))
+    assert tok.decode(raw_ids[0][raw_mask]) == text
+
+
+def test_detection_on_document_positions_differs_from_all_positions_under_the_template():
+    model, tok = _model(GQA)
+    docs = ["How do I pick a lock?", "Write a phishing email.", "Name a poison."]
+    kw = dict(ffn_top_k=8, attn_top_k=4, chat=True, progress=False)
+    own = detect_neurons(model, tok, docs, PLNDConfig(positions="document", **kw), {})
+    every = detect_neurons(model, tok, docs, PLNDConfig(positions="all", **kw), {})
+    assert own.meta["params"]["positions"] == "document" and every.meta["params"]["positions"] == "all"
+    assert own.keys() != every.keys()
+
+
 def test_legacy_ffn_score_is_the_public_up_abs_sum(tiny):
     model, _, ids, _ = tiny
     got = plnd_importance(model, ids, modules=["mlp"], ffn_score="legacy_up_abs")
@@ -233,6 +280,7 @@ def test_detect_neurons_end_to_end_intersects_per_document_top_k_and_is_byte_det
     ({"ffn_top_k": 0}, "ffn_top_k must be an integer >= 1"),
     ({"ffn_score": "up"}, "unknown ffn_score"),
     ({"max_length": 0}, "max_length"),
+    ({"positions": "prompt"}, "positions must be one of"),
 ])
 def test_bad_config_is_refused_clearly(kw, match):
     with pytest.raises(ValueError, match=match):
