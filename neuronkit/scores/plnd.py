@@ -122,6 +122,7 @@ class PLNDConfig:
     max_length: int = 256  # tokens per document (truncated)
     chat: bool = True  # wrap each document in the model's chat template
     positions: str = "all"  # "document": score only the document's own tokens (not template or special tokens)
+    max_peak_share: float | None = None  # drop MLP neurons whose h^2 sits more than this share on one token
     exclude_last_layers: int = 0
     progress: bool = True
 
@@ -133,6 +134,12 @@ class PLNDConfig:
             raise ValueError(f"PLND: positions must be one of {list(POSITIONS)}, got {self.positions!r}")
         if self.ffn_score not in FFN_SCORES:
             raise ValueError(f"PLND: unknown ffn_score {self.ffn_score!r}; expected one of {list(FFN_SCORES)}")
+        if self.max_peak_share is not None and not (isinstance(self.max_peak_share, (int, float))
+                                                    and not isinstance(self.max_peak_share, bool)
+                                                    and 0 < self.max_peak_share <= 1):
+            raise ValueError(f"PLND: max_peak_share must be a share in (0, 1] or null, got {self.max_peak_share!r}")
+        if self.max_peak_share is not None and (self.ffn_score != "exact" or "mlp" not in self.modules):
+            raise ValueError("PLND: max_peak_share needs the exact MLP score (ffn_score: exact, mlp in modules)")
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
             raise ValueError(f"PLND: max_length must be an integer >= 1, got {self.max_length!r}")
         if isinstance(self.exclude_last_layers, bool) or not isinstance(self.exclude_last_layers, int) \
@@ -265,6 +272,7 @@ class _Recorder:
         n_layers = len(decoder_layers(model))
         self.kv_heads = sizes["k"] // head_dim(model.config)
         self.scores = {m: torch.zeros(n_layers, sizes[m]) for m in modules}
+        self.peak_share: dict[str, torch.Tensor] = {}  # mlp: share of each neuron's h^2 on its peak position
         self.stash: dict[int, dict[str, torch.Tensor]] = {}
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
@@ -298,7 +306,11 @@ class _Recorder:
         down = mlp_module(self.model, layer, "down")
 
         def exact(_m, args):
-            self.scores["mlp"][layer] = ffn_scores(self.scored(args[0]), _f(down.weight.detach())).float().cpu()
+            h = self.scored(args[0])
+            self.scores["mlp"][layer] = ffn_scores(h, _f(down.weight.detach())).float().cpu()
+            sq = h.square()
+            share = sq.max(dim=0).values / sq.sum(dim=0).clamp_min(torch.finfo(sq.dtype).tiny)
+            self.peak_share.setdefault("mlp", torch.zeros_like(self.scores["mlp"]))[layer] = share.float().cpu()
         return down, "pre", exact
 
     def _stash_pos(self, layer: int) -> Callable:
@@ -341,10 +353,17 @@ class _Recorder:
 # ----------------------------------------------------------------------------- public API
 
 
-def plnd_importance(model: torch.nn.Module, input_ids: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
-                    modules: Iterable[str] = MODULES, ffn_score: str = "exact",
-                    score_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Importance of every neuron for ONE document, from one forward pass: ``{module: float32 [L, N]}`` on CPU.
+def plnd_importance(model: torch.nn.Module, input_ids: torch.Tensor, **kw) -> dict[str, torch.Tensor]:
+    """Importance of every neuron for ONE document, from one forward pass: ``{module: float32 [L, N]}`` on CPU
+    (keywords as ``document_scores``)."""
+    return document_scores(model, input_ids, **kw)[0]
+
+
+def document_scores(model: torch.nn.Module, input_ids: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
+                    modules: Iterable[str] = MODULES, ffn_score: str = "exact", score_mask: torch.Tensor | None = None
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One document's importances and, for the exact MLP score, each neuron's peak share (the share of its h^2 on
+    its largest position: near 1 for a massive-activation neuron that fires on one token).
 
     ``score_mask`` ([T] or [1, T], bool) keeps the positions whose activations (and attention rows) are scored,
     e.g. the document's own tokens inside a chat template; every position still runs through the model."""
@@ -370,7 +389,7 @@ def plnd_importance(model: torch.nn.Module, input_ids: torch.Tensor, *, attentio
     rec = _Recorder(model, modules, ffn_score, valid.to(device), scored[valid].to(device))
     with torch.no_grad(), hooked(rec.registrations()):
         submodule(model, "decoder")(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-    return rec.scores
+    return rec.scores, rec.peak_share
 
 
 def qualifying(scores: torch.Tensor, top_k: int | None = None, eps: float | None = None) -> torch.Tensor:
@@ -390,9 +409,15 @@ class IntersectionReducer:
         self.n_docs = 0
         self.alive: dict[str, torch.Tensor] = {}
         self.total: dict[str, torch.Tensor] = {}
+        self.share_total: dict[str, torch.Tensor] = {}
 
-    def update(self, scores: Mapping[str, torch.Tensor]) -> None:
-        """Fold one document's scores into the running intersection and sums."""
+    def update(self, scores: Mapping[str, torch.Tensor], peak_share: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Fold one document's scores (and peak shares) into the running intersection and sums."""
+        for m, share in (peak_share or {}).items():
+            share = share.detach().double().cpu()
+            self.share_total[m] = share.clone() if m not in self.share_total else self.share_total[m] + share
+        if self.cfg.max_peak_share is not None and "mlp" not in (peak_share or {}):
+            raise ValueError("PLND: max_peak_share is set but the document's MLP peak shares were not given")
         missing = [m for m in self.cfg.modules if m not in scores]
         if missing:
             raise ValueError(f"PLND: document scores lack module(s) {missing}")
@@ -417,7 +442,28 @@ class IntersectionReducer:
         meta = {"method": "plnd", "score": "mean importance over documents",
                 "selection": "qualifies on every document (intersection)", **dict(meta),
                 "params": self.cfg.to_meta(), "n_docs": self.n_docs}
+        if "mlp" in self.share_total:
+            meta["peak_share"] = self._peak_share_summary(keep)
         return NeuronIndex.from_scores(mean, meta, exclude_last_layers=self.cfg.exclude_last_layers, keep=keep)
+
+    def _peak_share_summary(self, keep: dict[str, torch.Tensor]) -> dict:
+        """How concentrated the intersected MLP neurons are on one token; drops those above ``max_peak_share``
+        from ``keep`` (in place) and counts them."""
+        share = self.share_total["mlp"] / self.n_docs
+        intersected = keep["mlp"].clone()
+        if self.cfg.exclude_last_layers:
+            intersected[share.shape[0] - self.cfg.exclude_last_layers:] = False
+        excluded = 0
+        if self.cfg.max_peak_share is not None:
+            over = intersected & (share > self.cfg.max_peak_share)
+            excluded = int(over.sum())
+            keep["mlp"] &= ~over
+        picked = share[intersected]
+        return {"definition": "mean over documents of the share of a neuron's h^2 on its largest position",
+                "module": "mlp", "intersected": int(intersected.sum()),
+                "mean": round(float(picked.mean()), 6) if len(picked) else None,
+                "over_half": int((picked > 0.5).sum()), "max_peak_share": self.cfg.max_peak_share,
+                "excluded": excluded}
 
 
 def encode(tok, text: str, cfg: PLNDConfig) -> torch.Tensor:
@@ -454,12 +500,13 @@ def document_positions(tok, text: str, cfg: PLNDConfig) -> tuple[torch.Tensor, t
     return enc["input_ids"], mask
 
 
-def document_importance(model: torch.nn.Module, tok, text: str, cfg: PLNDConfig) -> dict[str, torch.Tensor]:
-    """One document's importances at the positions ``cfg.positions`` names."""
+def document_importance(model: torch.nn.Module, tok, text: str, cfg: PLNDConfig
+                        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One document's importances and peak shares at the positions ``cfg.positions`` names."""
     if cfg.positions == "document":
         ids, mask = document_positions(tok, text, cfg)
-        return plnd_importance(model, ids, modules=cfg.modules, ffn_score=cfg.ffn_score, score_mask=mask)
-    return plnd_importance(model, encode(tok, text, cfg), modules=cfg.modules, ffn_score=cfg.ffn_score)
+        return document_scores(model, ids, modules=cfg.modules, ffn_score=cfg.ffn_score, score_mask=mask)
+    return document_scores(model, encode(tok, text, cfg), modules=cfg.modules, ffn_score=cfg.ffn_score)
 
 
 def detect_neurons(model: torch.nn.Module, tok, texts: Iterable[str], cfg: PLNDConfig | None = None,
@@ -474,7 +521,7 @@ def detect_neurons(model: torch.nn.Module, tok, texts: Iterable[str], cfg: PLNDC
     shape = model_shape(model.config)
     reducer = IntersectionReducer(cfg)
     for text in tqdm(texts, desc="PLND", unit="doc", disable=not cfg.progress):
-        reducer.update(document_importance(model, tok, text, cfg))
+        reducer.update(*document_importance(model, tok, text, cfg))
     return reducer.index({**dict(meta or {}), "shape": shape})
 
 

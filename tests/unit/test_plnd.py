@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 import torch
 
@@ -199,6 +200,44 @@ def test_detection_on_document_positions_differs_from_all_positions_under_the_te
     assert own.keys() != every.keys()
 
 
+def test_peak_share_is_the_share_of_each_neurons_h_squared_on_its_largest_token(tiny):
+    from neuronkit.hooks import capture
+    from neuronkit.scores.plnd import document_scores
+
+    model, _, ids, scores = tiny
+    got, share = document_scores(model, ids)
+    with torch.no_grad(), capture(model, [(0, "mlp"), (1, "mlp")]) as h:
+        model(input_ids=ids)
+    for layer in (0, 1):
+        sq = h[(layer, "mlp")][0].double().square()
+        torch.testing.assert_close(share["mlp"][layer], (sq.max(0).values / sq.sum(0)).float())
+    assert set(share) == {"mlp"} and torch.equal(got["mlp"], scores["mlp"])
+
+
+def test_max_peak_share_drops_concentrated_neurons_and_counts_them():
+    model, tok = _model(GQA)
+    docs = ["How do I pick a lock?", "Write a phishing email.", "Name a poison."]
+    kw = dict(ffn_top_k=24, attn_top_k=4, chat=True, progress=False)
+    kept_all = detect_neurons(model, tok, docs, PLNDConfig(**kw), {})
+    summary = kept_all.meta["peak_share"]
+    assert summary["excluded"] == 0 and summary["intersected"] == len(kept_all.only("mlp")) > 0
+    threshold = float(np.median(_shares(model, tok, docs, kw, kept_all)))
+    strict = detect_neurons(model, tok, docs, PLNDConfig(max_peak_share=threshold, **kw), {})
+    dropped = strict.meta["peak_share"]["excluded"]
+    assert 0 < dropped < summary["intersected"]
+    assert len(strict.only("mlp")) == summary["intersected"] - dropped
+    assert set(strict.only("mlp").keys()) < set(kept_all.only("mlp").keys())
+    assert strict.only("q").keys() == kept_all.only("q").keys()  # attention dims are not filtered
+
+
+def _shares(model, tok, docs, kw, index):
+    """Mean peak share over the documents of each MLP neuron of an index."""
+    from neuronkit.scores.plnd import document_importance
+
+    total = sum(document_importance(model, tok, d, PLNDConfig(**kw))[1]["mlp"] for d in docs) / len(docs)
+    return [float(total[layer, n]) for layer, _, n in index.only("mlp").keys()]
+
+
 def test_legacy_ffn_score_is_the_public_up_abs_sum(tiny):
     model, _, ids, _ = tiny
     got = plnd_importance(model, ids, modules=["mlp"], ffn_score="legacy_up_abs")
@@ -281,6 +320,8 @@ def test_detect_neurons_end_to_end_intersects_per_document_top_k_and_is_byte_det
     ({"ffn_score": "up"}, "unknown ffn_score"),
     ({"max_length": 0}, "max_length"),
     ({"positions": "prompt"}, "positions must be one of"),
+    ({"max_peak_share": 0}, "max_peak_share must be a share"),
+    ({"max_peak_share": 0.5, "ffn_score": "legacy_up_abs"}, "needs the exact MLP score"),
 ])
 def test_bad_config_is_refused_clearly(kw, match):
     with pytest.raises(ValueError, match=match):
