@@ -1,0 +1,79 @@
+"""PLND positions study: which tokens the safety neurons come from, and whether they are safety-specific.
+
+Run: .venv/bin/python benchmarks/plnd_positions.py [--model smollm2] [--results results]
+Needs the detected checkpoint and the prepared PLND datasets (`snakemake results/<model>/neurons/plnd.parquet`).
+For each scoring setting (every position of the chat-wrapped document, as the default does; only the document's own
+tokens, `plnd.positions: document`; the bare document, `plnd.chat: false`) it detects the safety set (harmful
+documents) and the foundation set (benign documents) with the model's configured top-k, and reports their sizes,
+how many safety neurons are also foundation neurons (the SN-Tune issue measured 95% with the default), and the
+peak-share summary (how many MLP neurons keep over half their h^2 on one token). Writes
+benchmarks/out/plnd_positions_<model>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = {"chat, all positions (default)": {"chat": True, "positions": "all"},
+            "chat, document positions": {"chat": True, "positions": "document"},
+            "bare document": {"chat": False, "positions": "all"}}
+
+
+def detect(model, tok, texts: list[str], cfg) -> dict:
+    """One PLND set and its summary."""
+    from neuronkit.scores.plnd import detect_neurons
+
+    started = time.monotonic()
+    index = detect_neurons(model, tok, texts, cfg, {})
+    return {"index": index, "seconds": round(time.monotonic() - started, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--results", default=str(ROOT / "results"), help="the workflow's results folder")
+    args = ap.parse_args()
+
+    from dataclasses import replace
+
+    from neuronkit.config import load_config_files, stage_params
+    from neuronkit.data import read_table
+    from neuronkit.models import load_variant
+    from neuronkit.scores.plnd import PLNDConfig
+
+    cfg = load_config_files([ROOT / "config.yaml"])
+    p = dict(stage_params(cfg, args.model, "plnd"))
+    variant, dataset, foundation, n_docs = p.pop("variant"), p.pop("dataset"), p.pop("foundation_dataset"), p.pop(
+        "n_docs")
+    base_cfg = PLNDConfig(**dict(p, modules=tuple(p["modules"]), progress=False))
+    results = Path(args.results)
+    model, tok = load_variant(results / args.model / "checkpoints" / variant)
+    harmful = read_table(results / "data" / f"{dataset}.parquet").column("prompt").to_pylist()[:n_docs]
+    benign = read_table(results / "data" / f"{foundation}.parquet").column("prompt").to_pylist()[:n_docs]
+    out = {"model": args.model, "variant": variant, "n_docs": len(harmful), "machine": platform.platform(),
+           "params": base_cfg.to_meta(), "settings": {}}
+    for name, change in SETTINGS.items():
+        c = replace(base_cfg, **change)
+        safety, found = detect(model, tok, harmful, c), detect(model, tok, benign, c)
+        s, f = safety["index"], found["index"]
+        shared = len(s.intersect(f))
+        row = {"change": change, "safety": len(s), "foundation": len(f), "safety_also_foundation": shared,
+               "share_also_foundation": round(shared / len(s), 4) if len(s) else None,
+               "rsn": len(s) - shared, "per_module": {m: int((s.module == m).sum()) for m in sorted(set(s.module))},
+               "peak_share": s.meta.get("peak_share"), "seconds": safety["seconds"] + found["seconds"]}
+        out["settings"][name] = row
+        print(f"{name:34} safety {row['safety']:5d}  also foundation {row['share_also_foundation']}  "
+              f"rsn {row['rsn']:4d}  MLP over half on one token {(row['peak_share'] or {}).get('over_half')}")
+    dest = ROOT / "benchmarks" / "out" / f"plnd_positions_{args.model}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {dest}")
+
+
+if __name__ == "__main__":
+    main()
