@@ -6,8 +6,11 @@ For each scoring setting (every position of the chat-wrapped document, as the de
 tokens, `plnd.positions: document`; the bare document, `plnd.chat: false`) it detects the safety set (harmful
 documents) and the foundation set (benign documents) with the model's configured top-k, and reports their sizes,
 how many safety neurons are also foundation neurons (the SN-Tune issue measured 95% with the default), and the
-peak-share summary (how many MLP neurons keep over half their h^2 on one token). Writes
-benchmarks/out/plnd_positions_<model>.json.
+peak-share summary (how many MLP neurons keep over half their h^2 on one token). With `--deactivate SETTING ...`
+the detected model also answers harmful_test and benign_test with each named setting's safety set zeroed, and with
+its two controls zeroed (random neurons of equal per-layer counts; neurons matched on activation magnitude), judged
+as the workflow judges (harmful score, degenerate rate, over-refusal) with the benign prompts' perplexity beside.
+Writes benchmarks/out/plnd_positions_<model>.json.
 """
 
 from __future__ import annotations
@@ -33,20 +36,60 @@ def detect(model, tok, texts: list[str], cfg) -> dict:
     return {"index": index, "seconds": round(time.monotonic() - started, 1)}
 
 
+DEACTIVATION_SETS = ("harmful_test", "benign_test")
+
+
+def deactivation_rows(model, tok, index, harmful_docs, cfg: dict, model_name: str, results: Path, c) -> dict:
+    """The safety set and each control zeroed: judged figures on the deactivation sets and benign perplexity."""
+    import tempfile
+
+    from neuronkit.config import stage_params
+    from neuronkit.data import read_table
+    from neuronkit.deactivate import SELECTIONS, ControlConfig, control_selection
+    from neuronkit.evaluate import study_scores
+    from neuronkit.generate import GenerationConfig
+    from neuronkit.hooks import deactivated
+    from neuronkit.perplexity import perplexity
+
+    gen = GenerationConfig(seed=cfg["seed"], **stage_params(cfg, model_name, "generate"))
+    d = stage_params(cfg, model_name, "deactivation")
+    controls = ControlConfig(random_seed=d["random_seed"], magnitude_window=d["magnitude_window"],
+                             magnitude_docs=tuple(harmful_docs), chat=c.chat, max_length=c.max_length)
+    data = results / "data"
+    benign = read_table(data / "benign_test.parquet").column("prompt").to_pylist()
+    out = {}
+    for selection in SELECTIONS:
+        chosen = control_selection(model, tok, index, selection, controls)
+        with deactivated(model, chosen), tempfile.TemporaryDirectory() as work:
+            figures, _ = study_scores(model, tok, [data / f"{s}.parquet" for s in DEACTIVATION_SETS], gen,
+                                      cfg["judge"], work, base_ckpt=results / model_name / "checkpoints" / "base")
+            out[selection] = {"neurons": len(chosen), "perplexity": perplexity(model, tok, benign)["perplexity"],
+                              **{s: {k: f[k] for k in ("metric", "value", "ci95", "n", "degenerate") if k in f}
+                                 for s, f in figures.items()}}
+        print(f"  zeroed {selection:9} ({len(chosen)}): " + ", ".join(
+            f"{s} {out[selection][s]['value']}%" for s in DEACTIVATION_SETS)
+            + f", perplexity {out[selection]['perplexity']:.1f}", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--results", default=str(ROOT / "results"), help="the workflow's results folder")
+    ap.add_argument("--deactivate", nargs="*", default=[], choices=list(SETTINGS),
+                    help="settings whose safety set (and controls) are also deactivated")
     args = ap.parse_args()
 
     from dataclasses import replace
 
+    from neuronkit import runtime
     from neuronkit.config import load_config_files, stage_params
     from neuronkit.data import read_table
     from neuronkit.models import load_variant
     from neuronkit.scores.plnd import PLNDConfig
 
     cfg = load_config_files([ROOT / "config.yaml"])
+    runtime.setup(seed=cfg["seed"], threads=2)
     p = dict(stage_params(cfg, args.model, "plnd"))
     variant, dataset, foundation, n_docs = p.pop("variant"), p.pop("dataset"), p.pop("foundation_dataset"), p.pop(
         "n_docs")
@@ -66,6 +109,8 @@ def main() -> None:
                "share_also_foundation": round(shared / len(s), 4) if len(s) else None,
                "rsn": len(s) - shared, "per_module": {m: int((s.module == m).sum()) for m in sorted(set(s.module))},
                "peak_share": s.meta.get("peak_share"), "seconds": safety["seconds"] + found["seconds"]}
+        if name in args.deactivate:
+            row["deactivation"] = deactivation_rows(model, tok, s, harmful, cfg, args.model, results, c)
         out["settings"][name] = row
         print(f"{name:34} safety {row['safety']:5d}  also foundation {row['share_also_foundation']}  "
               f"rsn {row['rsn']:4d}  MLP over half on one token {(row['peak_share'] or {}).get('over_half')}")
