@@ -1,15 +1,19 @@
 """PLND positions study: which tokens the safety neurons come from, and whether they are safety-specific.
 
-Run: .venv/bin/python benchmarks/plnd_positions.py [--model smollm2] [--results results]
+Run: .venv/bin/python benchmarks/plnd_positions.py [--model smollm2] [--results results] [--deactivate SETTING ...]
+     [--specific]
 Needs the detected checkpoint and the prepared PLND datasets (`snakemake results/<model>/neurons/plnd.parquet`).
 For each scoring setting (every position of the chat-wrapped document, as the default does; only the document's own
 tokens, `plnd.positions: document`; the bare document, `plnd.chat: false`) it detects the safety set (harmful
 documents) and the foundation set (benign documents) with the model's configured top-k, and reports their sizes,
 how many safety neurons are also foundation neurons (the SN-Tune issue measured 95% with the default), and the
-peak-share summary (how many MLP neurons keep over half their h^2 on one token). With `--deactivate SETTING ...`
-the detected model also answers harmful_test and benign_test with each named setting's safety set zeroed, and with
-its two controls zeroed (random neurons of equal per-layer counts; neurons matched on activation magnitude), judged
-as the workflow judges (harmful score, degenerate rate, over-refusal) with the benign prompts' perplexity beside.
+peak-share summary (how many MLP neurons keep over half their h^2 on one token).
+With `--deactivate SETTING ...` the detected model also answers harmful_test and benign_test with each named
+setting's safety set zeroed, and with its two controls zeroed (random neurons of equal per-layer counts; neurons
+matched on activation magnitude), judged as the workflow judges (harmful score, degenerate rate, over-refusal), with
+the benign prompts' perplexity beside. With `--specific`, our safety-specific ranking
+(`neuronkit.scores.plnd.specific_neurons`: log mean harmful minus log mean benign importance) picks as many neurons
+per module as the document-positions intersection, and is deactivated the same way.
 Writes benchmarks/out/plnd_positions_<model>.json.
 """
 
@@ -78,6 +82,9 @@ def main() -> None:
     ap.add_argument("--results", default=str(ROOT / "results"), help="the workflow's results folder")
     ap.add_argument("--deactivate", nargs="*", default=[], choices=list(SETTINGS),
                     help="settings whose safety set (and controls) are also deactivated")
+    ap.add_argument("--specific", action="store_true",
+                    help="also rank by harmful against benign mean importance (document positions; as many neurons "
+                         "per module as that setting's intersection) and deactivate that set and its controls")
     args = ap.parse_args()
 
     from dataclasses import replace
@@ -114,6 +121,20 @@ def main() -> None:
         out["settings"][name] = row
         print(f"{name:34} safety {row['safety']:5d}  also foundation {row['share_also_foundation']}  "
               f"rsn {row['rsn']:4d}  MLP over half on one token {(row['peak_share'] or {}).get('over_half')}")
+    if args.specific:
+        from neuronkit.archs import model_shape
+        from neuronkit.scores.plnd import mean_importance, specific_neurons
+
+        c = replace(base_cfg, **SETTINGS["chat, document positions"])
+        counts = out["settings"]["chat, document positions"]["per_module"]
+        started = time.monotonic()
+        index = specific_neurons(mean_importance(model, tok, harmful, c), mean_importance(model, tok, benign, c),
+                                 counts, {"shape": model_shape(model.config)})
+        row = {"counts": counts, "seconds": round(time.monotonic() - started, 1),
+               "per_layer": index.per_layer_counts()}
+        print(f"harmful-specific ranking, document positions: {len(index)} neurons {counts}", flush=True)
+        row["deactivation"] = deactivation_rows(model, tok, index, harmful, cfg, args.model, results, c)
+        out["specific"] = row
     dest = ROOT / "benchmarks" / "out" / f"plnd_positions_{args.model}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=2) + "\n")

@@ -525,6 +525,34 @@ def detect_neurons(model: torch.nn.Module, tok, texts: Iterable[str], cfg: PLNDC
     return reducer.index({**dict(meta or {}), "shape": shape})
 
 
+def mean_importance(model: torch.nn.Module, tok, texts: Iterable[str], cfg: PLNDConfig) -> dict[str, torch.Tensor]:
+    """Every neuron's mean importance over a corpus (``{module: float64 [L, N]}``), before any selection."""
+    reducer = IntersectionReducer(cfg)
+    for text in texts:
+        reducer.update(*document_importance(model, tok, text, cfg))
+    if reducer.n_docs == 0:
+        raise ValueError("PLND: no documents given")
+    return {m: reducer.total[m] / reducer.n_docs for m in cfg.modules}
+
+
+def specific_neurons(harmful: Mapping[str, torch.Tensor], benign: Mapping[str, torch.Tensor],
+                     counts: Mapping[str, int], meta: Mapping, eps: float = 1e-8) -> NeuronIndex:
+    """Our extension (SN-Tune issue): the neurons most specific to harmful documents. Per module, the ``counts[m]``
+    neurons with the largest log(mean harmful importance + eps) - log(mean benign importance + eps), all layers
+    together; the index is ranked by that log-ratio."""
+    keep, scores = {}, {}
+    for m, n in counts.items():
+        ratio = (harmful[m].double() + eps).log() - (benign[m].double() + eps).log()
+        if n > ratio.numel():
+            raise ValueError(f"PLND: {n} {m} neurons asked for, the model has {ratio.numel()}")
+        top = torch.zeros(ratio.numel(), dtype=torch.bool)
+        top[torch.argsort(-ratio.flatten(), stable=True)[:n]] = True
+        keep[m], scores[m] = top.view_as(ratio), ratio
+    meta = {"method": "plnd_specific", "score": "log(mean harmful importance + eps) - log(mean benign importance + eps)",
+            "selection": "per module, the most harmful-specific neurons over all layers", "eps": eps, **dict(meta)}
+    return NeuronIndex.from_scores(scores, meta, keep=keep)
+
+
 def rsn_neurons(safety: NeuronIndex, foundation: NeuronIndex) -> NeuronIndex:
     """RSN-Tune's set, safety minus foundation neurons; refuses sets made for different models."""
     if (safety.num_layers, safety.sites) != (foundation.num_layers, foundation.sites):

@@ -238,6 +238,32 @@ def _shares(model, tok, docs, kw, index):
     return [float(total[layer, n]) for layer, _, n in index.only("mlp").keys()]
 
 
+def test_specific_neurons_rank_harmful_against_benign_importance():
+    from neuronkit.scores.plnd import specific_neurons
+
+    harmful = {"mlp": torch.tensor([[10.0, 1.0, 5.0], [1.0, 8.0, 0.5]]), "q": torch.tensor([[1.0, 2.0], [3.0, 4.0]])}
+    benign = {"mlp": torch.tensor([[10.0, 0.1, 1.0], [1.0, 8.0, 5.0]]), "q": torch.tensor([[1.0, 1.0], [1.0, 8.0]])}
+    shape = {"num_layers": 2, "sites": {"mlp": 3, "q": 2, "k": 2, "v": 2, "o": 2}}
+    index = specific_neurons(harmful, benign, {"mlp": 2, "q": 1}, {"shape": shape})
+    # log-ratios: mlp (0,1) log 10, (0,2) log 5, others <= 0; q (1,0) log 3 beats (0,1) log 2
+    assert index.only("mlp").keys() == [(0, "mlp", 1), (0, "mlp", 2)] and index.only("q").keys() == [(1, "q", 0)]
+    assert index.meta["method"] == "plnd_specific"
+    with pytest.raises(ValueError, match="7 mlp neurons asked for"):
+        specific_neurons(harmful, benign, {"mlp": 7}, {"shape": shape})
+
+
+def test_mean_importance_is_the_mean_of_the_documents_scores():
+    from neuronkit.scores.plnd import document_importance, mean_importance
+
+    model, tok = _model(GQA)
+    docs = ["How do I pick a lock?", "Name a poison."]
+    cfg = PLNDConfig(chat=False, progress=False)
+    means = mean_importance(model, tok, docs, cfg)
+    each = [document_importance(model, tok, d, cfg)[0] for d in docs]
+    for m in cfg.modules:
+        torch.testing.assert_close(means[m], (each[0][m].double() + each[1][m].double()) / 2)
+
+
 def test_legacy_ffn_score_is_the_public_up_abs_sum(tiny):
     model, _, ids, _ = tiny
     got = plnd_importance(model, ids, modules=["mlp"], ffn_score="legacy_up_abs")
