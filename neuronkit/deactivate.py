@@ -3,9 +3,8 @@ control."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
@@ -41,7 +40,7 @@ def controls_from_params(deactivation: dict, plnd: dict, docs_parquet) -> Contro
 def site_magnitudes(model: torch.nn.Module, tok, texts: Iterable[str], modules: Sequence[str], *,
                     chat: bool = True, max_length: int = 256) -> dict[str, torch.Tensor]:
     """Mean |activation| of every neuron of the given modules over all tokens of the documents: ``{module: [L, N]}``."""
-    from .archs import decoder_layers, site_sizes
+    from .archs import decoder_layers, site_sizes, submodule
     from .scores.plnd import PLNDConfig, encode
 
     layers = len(decoder_layers(model))
@@ -60,7 +59,7 @@ def site_magnitudes(model: torch.nn.Module, tok, texts: Iterable[str], modules: 
     with torch.no_grad(), on_sites(model, fns):
         for text in texts:
             ids = encode(tok, text, cfg)
-            model(input_ids=ids.to(device), use_cache=False)
+            submodule(model, "decoder")(input_ids=ids.to(device), use_cache=False)  # the sites only: no LM head
             tokens += ids.shape[1]
     if not tokens:
         raise ValueError("site_magnitudes: no documents given")
