@@ -241,10 +241,26 @@ NLSR_DEFINITIONS = {
 NLSR_PAIRS = (("nlsr", "attacked"), ("nlsr", "nlsr_random"))
 
 
+def paired_safety_test(first_path: str, second_path: str) -> dict:
+    """Exact McNemar on the same prompts of two scored files of one safety dataset: harmful flags on a harmful set,
+    refusal flags on a benign one."""
+    from .data import read_table
+
+    a, b = read_table(first_path), read_table(second_path)
+    column = "harmful" if a.column("label")[0].as_py() == "harmful" else "refused"
+    fa, fb = _flags_by_id(a, column), _flags_by_id(b, column)
+    if set(fa) != set(fb):
+        raise ValueError(f"{first_path} and {second_path} hold different prompts; a paired test needs the same ones")
+    ids = sorted(fa)
+    return {"dataset": Path(first_path).stem, "first": Path(first_path).parent.name,
+            "second": Path(second_path).parent.name, "flag": column, "n": len(ids),
+            "first_percent": _percent(a, column, ids), "second_percent": _percent(b, column, ids),
+            **mcnemar_exact([bool(fa[i]) for i in ids], [bool(fb[i]) for i in ids])}
+
+
 def nlsr_paired_tests(safety: Sequence[str]) -> list[dict]:
     """Exact McNemar tests on the same prompts: NLSR against the attacked model and against the random-mask
     control, on each safety dataset (harmful flags on harmful sets, refusal flags on benign sets)."""
-    from .data import read_table
     from .variants import parse_variant, poisoned_variant
 
     paths = {(Path(p).parent.name, Path(p).stem): p for p in safety}
@@ -253,19 +269,8 @@ def nlsr_paired_tests(safety: Sequence[str]) -> list[dict]:
         kind, p = parse_variant(variant)
         for first, second in NLSR_PAIRS:
             other = paths.get((poisoned_variant(second, p), dataset)) if kind == first and p is not None else None
-            if other is None:
-                continue
-            a, b = read_table(path), read_table(other)
-            label = a.column("label")[0].as_py()
-            column = "harmful" if label == "harmful" else "refused"
-            fa, fb = _flags_by_id(a, column), _flags_by_id(b, column)
-            if set(fa) != set(fb):
-                raise ValueError(f"{path} and {other} hold different prompts; a paired test needs the same ones")
-            ids = sorted(fa)
-            test = mcnemar_exact([bool(fa[i]) for i in ids], [bool(fb[i]) for i in ids])
-            out.append({"dataset": dataset, "p": p, "first": variant, "second": Path(other).parent.name,
-                        "flag": column, "n": len(ids), "first_percent": _percent(a, column, ids),
-                        "second_percent": _percent(b, column, ids), **test})
+            if other is not None:
+                out.append({"p": p, **paired_safety_test(path, other)})
     return out
 
 
@@ -275,24 +280,10 @@ DEACTIVATION_PAIRS = (("deact_safety", "deact_random"), ("deact_safety", "deact_
 def deactivation_paired_tests(scored_paths: Sequence[str]) -> list[dict]:
     """Exact McNemar tests on the same prompts: the safety neurons zeroed against each control zeroed, per dataset
     (harmful flags on harmful sets, refusal flags on benign sets)."""
-    from .data import read_table
-
     paths = {(Path(p).parent.name, Path(p).stem): p for p in scored_paths}
-    out = []
-    for first, second in DEACTIVATION_PAIRS:
-        for dataset in sorted({d for v, d in paths if v == first}):
-            if (second, dataset) not in paths:
-                continue
-            a, b = read_table(paths[first, dataset]), read_table(paths[second, dataset])
-            column = "harmful" if a.column("label")[0].as_py() == "harmful" else "refused"
-            fa, fb = _flags_by_id(a, column), _flags_by_id(b, column)
-            if set(fa) != set(fb):
-                raise ValueError(f"{paths[first, dataset]} and {paths[second, dataset]} hold different prompts")
-            ids = sorted(fa)
-            out.append({"dataset": dataset, "first": first, "second": second, "flag": column, "n": len(ids),
-                        "first_percent": _percent(a, column, ids), "second_percent": _percent(b, column, ids),
-                        **mcnemar_exact([bool(fa[i]) for i in ids], [bool(fb[i]) for i in ids])})
-    return out
+    return [paired_safety_test(paths[first, dataset], paths[second, dataset])
+            for first, second in DEACTIVATION_PAIRS
+            for dataset in sorted({d for v, d in paths if v == first}) if (second, dataset) in paths]
 
 
 def study_scores(model, tok, prompts_parquets: Sequence, gen_cfg, judge_cfg: Mapping, work_dir,
