@@ -29,9 +29,11 @@ GENERAL_TASKS = {"mmlu": {"docs": 14042, "forward_tokens": 4 * 110, "new_tokens"
                  "gsm8k": {"docs": 1319, "forward_tokens": 900, "new_tokens": 256}}
 
 
-# model loads per job of each rule (two-model rules load U and A; the judge loads the base for answer perplexity)
+# model loads per job of each rule (two-model rules load U and A; the judge loads the base for answer perplexity;
+# deactivation_control counted as one, an upper bound: only the magnitude-matched control loads the model)
 MODEL_LOADS = {"generate": 1, "self_answers": 1, "variant_perplexity": 1, "judge": 1, "sft": 1, "preference": 1,
-               "attack": 1, "contrast": 2, "plnd": 1, "deactivate_generate": 1, "deactivation_perplexity": 1,
+               "attack": 1, "contrast": 2, "plnd": 1, "deactivation_control": 1,
+               "deactivate_generate": 1, "deactivation_perplexity": 1,
                "patch_generate": 2, "patch_perplexity": 2, "safeguard": 1, "sntune": 1, "safety_masks": 1,
                "neurons_section": 1, "general": 1}
 

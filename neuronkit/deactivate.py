@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 
@@ -82,18 +82,45 @@ def control_selection(model, tok, index, selection: str, cfg: ControlConfig):
     return index.magnitude_matched_like(magnitude, cfg.random_seed, cfg.magnitude_window)
 
 
-def deactivate_generate_file(ckpt, index_path, prompts_parquet, out_parquet, gen_cfg: GenerationConfig, *,
-                             selection: str, controls: ControlConfig = ControlConfig()) -> dict:
-    """Generate with the index's neurons (``safety``), random ones of equal per-layer, per-module counts
-    (``random``) or magnitude-matched ones (``magnitude``) zeroed."""
-    from .data import read_table
-    from .models import load_variant
+def control_index_file(ckpt, index_path, out_path, selection: str, controls: ControlConfig = ControlConfig()) -> dict:
+    """Write a control's neurons as an index file beside the safety set: drawn once per model, so every deactivation
+    job zeroes the same ones, and a researcher can read which they were."""
     from .neurons import NeuronIndex
 
-    model, tok = load_variant(ckpt)
+    if selection not in SELECTIONS or selection == "safety":
+        raise ValueError(f"deactivation control {selection!r} is not one of {'|'.join(SELECTIONS[1:])}")
+    index = NeuronIndex.read(index_path)
+    model = tok = None
+    if selection == "magnitude":
+        from .models import load_variant
+
+        model, tok = load_variant(ckpt)
+        index.check_fits(model.config, origin=str(index_path))
+    chosen = control_selection(model, tok, index, selection, controls)
+    chosen.write(out_path)
+    return {"selection": selection, "neurons": len(chosen), "per_layer": chosen.per_layer_counts()}
+
+
+def _read_fitting_index(model, index_path):
+    """The neuron index at index_path, refused with its path when it was built for another model shape."""
+    from .neurons import NeuronIndex
+
     index = NeuronIndex.read(index_path)
     index.check_fits(model.config, origin=str(index_path))
-    chosen = control_selection(model, tok, index, selection, controls)
+    return index
+
+
+def deactivate_generate_file(ckpt, index_path, prompts_parquet, out_parquet, gen_cfg: GenerationConfig, *,
+                             selection: str) -> dict:
+    """Generate with the neurons of ``index_path`` zeroed: the safety set (``selection="safety"``) or one of its
+    controls (``random``, ``magnitude``; written by :func:`control_index_file`); the selection names the rows."""
+    from .data import read_table
+    from .models import load_variant
+
+    if selection not in SELECTIONS:
+        raise ValueError(f"deactivation selection {selection!r} is not one of {'|'.join(SELECTIONS)}")
+    model, tok = load_variant(ckpt)
+    chosen = _read_fitting_index(model, index_path)
     table = read_table(prompts_parquet)
     with deactivated(model, chosen):
         responses = generate_responses(model, tok, table.column("prompt").to_pylist(), gen_cfg,
@@ -103,27 +130,27 @@ def deactivate_generate_file(ckpt, index_path, prompts_parquet, out_parquet, gen
     return {"neurons": len(chosen), "per_layer": chosen.per_layer_counts()}
 
 
-def deactivation_perplexity_file(ckpt, index_path, text_parquet, out_json, *,
-                                 controls: ControlConfig = ControlConfig()) -> dict:
-    """Perplexity of benign text intact, with the safety neurons zeroed and with each control zeroed.
+def deactivation_perplexity_file(ckpt, indices: Mapping[str, str | Path], text_parquet, out_json) -> dict:
+    """Perplexity of benign text intact and with each selection's neurons zeroed (``{selection: index path}``: the
+    safety set and its controls).
 
     The refusal judge counts gibberish as compliance, so a harmful-score rise needs this to tell "safety broke"
     from "the model broke".
     """
-    from .data import read_table
-    from .perplexity import perplexity
-    from .models import load_variant
-    from .neurons import NeuronIndex
     from .atomic import write_json
+    from .data import read_table
+    from .models import load_variant
+    from .perplexity import perplexity
 
+    unknown = sorted(set(indices) - set(SELECTIONS))
+    if unknown:
+        raise ValueError(f"deactivation selections {unknown} are not among {'|'.join(SELECTIONS)}")
     model, tok = load_variant(ckpt)
-    index = NeuronIndex.read(index_path)
-    index.check_fits(model.config, origin=str(index_path))
+    chosen = {selection: _read_fitting_index(model, path) for selection, path in indices.items()}
     texts = read_table(text_parquet).column("prompt").to_pylist()
     out = {"text": Path(text_parquet).stem, "intact": perplexity(model, tok, texts)}
-    for selection in SELECTIONS:
-        chosen = control_selection(model, tok, index, selection, controls)
-        with deactivated(model, chosen):
-            out[selection] = {**perplexity(model, tok, texts), "neurons": len(chosen)}
+    for selection, index in chosen.items():
+        with deactivated(model, index):
+            out[selection] = {**perplexity(model, tok, texts), "neurons": len(index)}
     write_json(out, out_json)
     return out

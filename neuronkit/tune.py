@@ -234,7 +234,7 @@ def save_adapter(trainer, out: Path) -> None:
 
 
 def align_sft(base_dir, answers: dict[str, str], out_dir, cfg: TrainConfig, data_cfg, judge, *,
-              model_name: str) -> Path:
+              model_name: str, variant_name: str = "sft") -> Path:
     """SFT: refusals for harmful prompts, the base model's own (kept) answers for benign ones (keeps helpfulness).
 
     ``answers`` maps each of ``data_cfg.datasets()`` to its self-answers file; ``judge`` decides which own answers
@@ -247,7 +247,7 @@ def align_sft(base_dir, answers: dict[str, str], out_dir, cfg: TrainConfig, data
     inputs = manifest.hash_inputs({**{f"answers:{d}": p for d, p in answers.items()},
                                    "parent": Path(base_dir) / manifest.FILENAME})
     return train_adapter(base_dir, out_dir, sft_examples(prompts, targets), cfg, model_name=model_name,
-                         variant_name="sft", inputs=inputs, data=rows.counts(data_cfg.own_answers))
+                         variant_name=variant_name, inputs=inputs, data=rows.counts(data_cfg.own_answers))
 
 
 def align_preference(sft_dir, answers: dict[str, str], out_dir, cfg: TrainConfig, data_cfg, judge, *,

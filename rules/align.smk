@@ -23,23 +23,26 @@ rule self_answers:
 
 
 rule sft:
-    """SFT adapter: refusals for harmful prompts, the base model's own real answers for benign and borderline ones."""
+    """SFT adapter: refusals for harmful prompts, the base model's own real answers for benign and borderline ones
+    (sft_mlp: the adapter on alignment.site_modules only)."""
     input:
         base=ckpt("{model}", "base"),
         answers=alignment_answers,
     output:
-        directory(ckpt("{model}", "sft")),
+        directory(ckpt("{model}", "sft{sites}")),
     log:
-        "results/{model}/logs/sft.log",
+        "results/{model}/logs/sft{sites}.log",
     benchmark:
-        "results/{model}/benchmarks/sft.tsv"
+        "results/{model}/benchmarks/sft{sites}.tsv"
+    wildcard_constraints:
+        sites=ALIGNMENT_SITES,
     conda:
         "../envs/model.yaml"
     threads: threads_of
     resources:
         **model_job_resources(),
     params:
-        train=params_of("sft"),
+        train=train_params("sft"),
         data=config["alignment"],
         datasets=alignment_datasets(),
         judge=config["judge"],
@@ -50,18 +53,20 @@ rule sft:
 
 
 rule preference:
-    """Preference adapter over SFT: refusal > the base model's real answer on harmful prompts (and the mirror pairs)."""
+    """Preference adapter over SFT: refusal > the base model's real answer on harmful prompts (and the mirror pairs)
+    (aligned_mlp: over sft_mlp, the adapter on alignment.site_modules only)."""
     input:
-        sft=ckpt("{model}", "sft"),
+        sft=ckpt("{model}", "sft{sites}"),
         answers=alignment_answers,
     output:
-        directory(ckpt("{model}", "aligned")),
+        directory(ckpt("{model}", "aligned{sites}")),
     log:
-        "results/{model}/logs/preference.log",
+        "results/{model}/logs/preference{sites}.log",
     benchmark:
-        "results/{model}/benchmarks/preference.tsv"
+        "results/{model}/benchmarks/preference{sites}.tsv"
     wildcard_constraints:
         model=regex_of([m for m in MODELS if m not in given_aligned_models()]),
+        sites=ALIGNMENT_SITES,
     conda:
         "../envs/model.yaml"
     threads: threads_of
@@ -69,7 +74,7 @@ rule preference:
         **model_job_resources(),
     params:
         method=config["alignment"]["preference"],
-        train=params_of("preference"),
+        train=train_params("preference"),
         data=config["alignment"],
         datasets=alignment_datasets(),
         judge=config["judge"],

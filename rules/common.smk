@@ -51,7 +51,7 @@ DATASETS = list(config["datasets"])
 
 
 # Variants that are checkpoints (generated from, scored for perplexity); patched and deactivated ones are not.
-CHECKPOINT_VARIANTS = r"base|sft|aligned|aligned_(?:dpo|orpo|kto|simpo)|sntune|rsntune|reference|(?:(?:attacked|nlsr|nlsr_random)_p[0-9.]+)"
+CHECKPOINT_VARIANTS = r"base|sft|aligned|sft_mlp|aligned_mlp|aligned_(?:dpo|orpo|kto|simpo)|sntune|rsntune|reference|(?:(?:attacked|nlsr|nlsr_random)_p[0-9.]+)"
 
 
 # Neurons a deactivation row zeroes (neuronkit.deactivate.SELECTIONS): the PLND safety set and its two controls.
@@ -117,6 +117,27 @@ def model_job_resources(gpu=True):
 def params_of(stage):
     """A params callable: the stage section with the model's overrides merged in."""
     return lambda wildcards: stage_params(config, wildcards.model, stage)
+
+
+# The alignment variants' adapter sites: "" (every configured projection) or "_mlp" (alignment.site_modules only:
+# sft_mlp, aligned_mlp, a pair that differs from base only at the MLP neurons).
+ALIGNMENT_SITES = "|_mlp"
+
+
+def train_params(stage_name):
+    """A params callable: the stage's trainer settings; the _mlp variants train their adapter on
+    alignment.site_modules only."""
+
+    def params(wildcards):
+        section = stage(wildcards.model, stage_name)
+        if not wildcards.sites:
+            return section
+        return {
+            **section,
+            "adapter": {**section["adapter"], "target_modules": list(config["alignment"]["site_modules"])},
+        }
+
+    return params
 
 
 def dataset_parquet(name):
@@ -262,6 +283,16 @@ def sntune_benign_answers(wildcards):
 def plnd_documents(wildcards):
     """The prepared dataset PLND detects safety neurons on (the magnitude-matched control measures its activations)."""
     return dataset_parquet(stage(wildcards.model, "plnd")["dataset"])
+
+
+def deactivation_index(model: str, selection: str) -> str:
+    """The neuron index a deactivation row zeroes: the PLND safety set itself, or one of its controls."""
+    return neuron_index(model, "plnd" if selection == "safety" else f"deact_{selection}")
+
+
+def deactivation_indices(wildcards):
+    """Every deactivation selection's neuron index, keyed by selection (the perplexity job zeroes each in turn)."""
+    return {s: deactivation_index(wildcards.model, s) for s in DEACTIVATION_SELECTIONS.split("|")}
 
 
 def sntune_section_inputs(wildcards):

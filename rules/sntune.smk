@@ -27,13 +27,41 @@ rule plnd:
         "../workflow_scripts/plnd.py"
 
 
-rule deactivate_generate:
-    """Answers of the detected model with its PLND safety neurons (or a control: random, magnitude-matched) zeroed."""
+rule deactivation_control:
+    """The neurons a deactivation control zeroes (equal-count random, or magnitude-matched), drawn once per model."""
     input:
         ckpt=lambda wildcards: variant_ckpt(wildcards.model, "plnd"),
         index="results/{model}/neurons/plnd.parquet",
-        prompts=dataset_parquet("{dataset}"),
         plnd_docs=plnd_documents,
+    output:
+        index="results/{model}/neurons/deact_{control}.parquet",
+        sidecar="results/{model}/neurons/deact_{control}.json",
+    log:
+        "results/{model}/logs/deactivation_control/{control}.log",
+    benchmark:
+        "results/{model}/benchmarks/deactivation_control/{control}.tsv"
+    wildcard_constraints:
+        control="random|magnitude",
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
+    params:
+        deactivation=stage_keys("deactivation", "random_seed", "magnitude_window"),
+        plnd=stage_keys("plnd", "n_docs", "chat", "max_length"),
+        seed=config["seed"],
+        code=script_code("deactivation_control"),
+    script:
+        "../workflow_scripts/deactivation_control.py"
+
+
+rule deactivate_generate:
+    """Answers of the detected model with its PLND safety neurons (or a control's neurons) zeroed."""
+    input:
+        ckpt=lambda wildcards: variant_ckpt(wildcards.model, "plnd"),
+        index=lambda wildcards: deactivation_index(wildcards.model, wildcards.selection),
+        prompts=dataset_parquet("{dataset}"),
     output:
         parquet="results/{model}/generations/deact_{selection}/{dataset}.parquet",
     log:
@@ -49,8 +77,6 @@ rule deactivate_generate:
         **model_job_resources(),
     params:
         gen=params_of("generate"),
-        deactivation=stage_keys("deactivation", "random_seed", "magnitude_window"),
-        plnd=stage_keys("plnd", "n_docs", "chat", "max_length"),
         seed=config["seed"],
         code=script_code("deactivate_generate"),
     script:
@@ -58,12 +84,11 @@ rule deactivate_generate:
 
 
 rule deactivation_perplexity:
-    """Perplexity of benign text with the safety neurons (and each control) zeroed: did safety break, or the model?"""
+    """Perplexity of benign text with the safety neurons (and each control's) zeroed: did safety break, or the model?"""
     input:
+        unpack(deactivation_indices),
         ckpt=lambda wildcards: variant_ckpt(wildcards.model, "plnd"),
-        index="results/{model}/neurons/plnd.parquet",
         text=perplexity_text,
-        plnd_docs=plnd_documents,
     output:
         json="results/{model}/sntune/deactivation_perplexity.json",
     log:
@@ -76,8 +101,6 @@ rule deactivation_perplexity:
     resources:
         **model_job_resources(),
     params:
-        deactivation=stage_keys("deactivation", "random_seed", "magnitude_window"),
-        plnd=stage_keys("plnd", "n_docs", "chat", "max_length"),
         seed=config["seed"],
         code=script_code("deactivation_perplexity"),
     script:

@@ -1,5 +1,6 @@
 """SFT adapter over the base checkpoint."""
 import sys
+from pathlib import Path
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # noqa: F821
 
@@ -13,4 +14,5 @@ runtime.setup(seed=sm.params.seed, threads=sm.threads)
 cfg = TrainConfig.from_config("sft", {**sm.params.train, "seed": sm.params.seed})
 answers = dict(zip(sm.params.datasets, sm.input.answers))
 align_sft(sm.input.base, answers, sm.output[0], cfg, AlignmentDataConfig.from_config(sm.params.data),
-          refusal_judge_from_config(sm.params.judge), model_name=sm.wildcards.model)
+          refusal_judge_from_config(sm.params.judge), model_name=sm.wildcards.model,
+          variant_name=Path(sm.output[0]).name)

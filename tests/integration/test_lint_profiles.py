@@ -16,8 +16,8 @@ from tests.integration.test_workflow_tiny import _copy_workflow
 REPO = Path(__file__).resolve().parents[2]
 # judge loads the intact base model to score each answer's perplexity (the degenerate verdict)
 GPU_RULES = {"self_answers", "sft", "preference", "generate", "judge", "contrast", "safeguard", "patch_generate",
-             "patch_perplexity", "plnd", "deactivate_generate", "deactivation_perplexity", "sntune", "variant_perplexity",
-             "attack", "safety_masks", "general"}
+             "patch_perplexity", "plnd", "deactivation_control", "deactivate_generate", "deactivation_perplexity",
+             "sntune", "variant_perplexity", "attack", "safety_masks", "general"}
 
 _spec = importlib.util.spec_from_file_location("resource_table", REPO / "tools" / "resource_table.py")
 resource_table = importlib.util.module_from_spec(_spec)

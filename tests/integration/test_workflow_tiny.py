@@ -22,10 +22,11 @@ PLOTS = ("variant_scores", "restore_curve", "neurons_per_layer", "nlsr", "overla
 HARMFUL_SETS = ("harmful_test", "advbench")
 DATASETS = (*HARMFUL_SETS, "benign_test", "xstest_safe")
 # Plain generations: base on the 4 evaluated sets + the safeguard's 2 training sets and its other test set,
-# harmful_novel (7); aligned on the 4 + task_test (5); sntune and rsntune on the 4 (8); the EXPO reference on
-# harmful_test, benign_test, task_test and its calibration set (4); attacked and realigned at 2 poison fractions on
-# harmful_test, benign_test, task_test (12); the random-mask control at 1 poison fraction on the same 3 (3).
-N_GENERATE = 7 + 5 + 8 + 4 + 12 + 3
+# harmful_novel (7); aligned on the 4 + task_test (5); aligned_mlp (the contrast pair's A) on the patching set (1);
+# sntune and rsntune on the 4 (8); the EXPO reference on harmful_test, benign_test, task_test and its calibration set
+# (4); attacked and realigned at 2 poison fractions on harmful_test, benign_test, task_test (12); the random-mask
+# control at 1 poison fraction on the same 3 (3).
+N_GENERATE = 7 + 5 + 1 + 8 + 4 + 12 + 3
 N_TASK = 7  # task_test generations are scored for accuracy, not judged
 N_PATCH = 2 * 2  # (safety, random) x the tiny k grid, on one dataset
 N_DEACT = 3 * 2  # (safety, random, magnitude-matched) x the deactivation datasets
@@ -130,6 +131,28 @@ def test_patched_generations_are_judged_and_labelled(workflow):
     assert {"harmful", "refused", "judge"} <= set(table.column_names)
 
 
+@pytest.mark.parametrize("mode", ["two_model", "fused"])
+def test_patching_every_neuron_turns_base_into_the_dags_mlp_only_aligned_model(workflow, mode):
+    """The sanity case of the contrast pair the DAG trains (aligned_mlp: adapters on gate/up only): with every MLP
+    neuron guided by A, U answers exactly as A does."""
+    import torch
+
+    from neuronkit.generate import GenerationConfig, generate_responses
+    from neuronkit.models import load_variant
+    from neuronkit.patching import patched
+
+    ckpts = workflow / "results/tiny/checkpoints"
+    prompts = pq.read_table(workflow / "results/data/harmful_test.parquet").column("prompt").to_pylist()
+    gen = GenerationConfig(max_new_tokens=8, batch_size=len(prompts))
+    u, tok = load_variant(ckpts / "base")
+    a, _ = load_variant(ckpts / "aligned_mlp")
+    want = generate_responses(a, tok, prompts, gen)
+    assert generate_responses(u, tok, prompts, gen) != want  # A answers differently, so the check can fail
+    every = {layer: torch.arange(u.config.intermediate_size) for layer in range(u.config.num_hidden_layers)}
+    with patched(u, every, value="guided", mode=mode, a_ckpt=ckpts / "aligned_mlp", u_ckpt=ckpts / "base"):
+        assert generate_responses(u, tok, prompts, gen) == want
+
+
 def test_checkpoints_are_adapters_with_manifests_and_no_pickles(workflow):
     ckpts = workflow / "results" / "tiny" / "checkpoints"
     for variant in ("sft", "aligned"):
@@ -143,6 +166,11 @@ def test_checkpoints_are_adapters_with_manifests_and_no_pickles(workflow):
         assert (man["params"]["data"]["harmful"], man["params"]["data"]["benign"]) == (11, 17)
     aligned = json.loads((ckpts / "aligned" / "variant.json").read_text())
     assert aligned["params"]["n_rows"] == 11 + 17  # two-way pairs: refusal > answer (harmful), answer > refusal
+    for variant, parent in (("sft_mlp", "base"), ("aligned_mlp", "sft_mlp")):  # the contrast pair's A: MLP-only
+        man = json.loads((ckpts / variant / "variant.json").read_text())
+        adapter = json.loads((ckpts / variant / "adapter_config.json").read_text())
+        assert man["name"] == variant and Path(man["parent"]).name == parent
+        assert sorted(adapter["target_modules"]) == ["gate_proj", "up_proj"]
     assert not list(ckpts.rglob("*.bin")) and not list(ckpts.rglob("*.pt"))
 
 
@@ -158,6 +186,16 @@ def test_generation_change_reruns_generation_not_alignment(workflow, tmp_path):
     assert plan.get("deactivate_generate") == N_DEACT
     assert plan.get("judge") == N_JUDGE and plan.get("report") == 1
     assert not (TRAINING | {"contrast", "plnd"}) & set(plan)
+
+
+def test_a_control_seed_change_redraws_the_controls_not_plnd_or_the_safety_rows(workflow, tmp_path):
+    override = tmp_path / "seed.yaml"
+    override.write_text("models: {tiny: {overrides: {deactivation: {random_seed: 1}}}}\n")
+    plan = planned_rules(workflow, override)
+    assert plan.get("deactivation_control") == 2  # random and magnitude-matched, drawn once each
+    assert plan.get("deactivate_generate") == N_DEACT // 3 * 2  # the two controls' rows; the safety rows stay
+    assert plan.get("deactivation_perplexity") == 1 and plan.get("sntune_section") == 1
+    assert not (TRAINING | {"plnd", "generate"}) & set(plan)
 
 
 def test_k_grid_change_reruns_patching_but_not_alignment_or_contrast(workflow, tmp_path):
@@ -223,6 +261,9 @@ def test_report_has_sntune_and_nlsr_sections(workflow):
     assert deact_ppl["safety"]["neurons"] == deact_ppl["random"]["neurons"] == deact_ppl["magnitude"]["neurons"] \
         == sn["neurons"]["safety"]["total"]
     assert deact_ppl["intact"]["perplexity"] > 0 and deact_ppl["text"] == "benign_test"
+    for control in ("random", "magnitude"):  # each control's neurons, drawn once, as an index beside the safety set
+        meta = json.loads((workflow / f"results/tiny/neurons/deact_{control}.json").read_text())
+        assert meta["control"] == control
     nlsr = report["nlsr"]
     variants = {v["variant"]: v for v in nlsr["variants"]}
     assert set(variants) == {"aligned", "reference", "attacked_p0.0", "nlsr_p0.0", "attacked_p0.25", "nlsr_p0.25",

@@ -32,6 +32,13 @@ def test_wrong_type_is_named_with_its_path(cfg):
         validate_config(cfg)
 
 
+def test_the_mlp_only_pair_trains_only_the_projections_that_feed_the_neurons(cfg):
+    assert validate_config(copy.deepcopy(cfg))["alignment"]["site_modules"] == ["gate_proj", "up_proj"]
+    cfg["alignment"]["site_modules"] = ["gate_proj", "down_proj"]  # down_proj's weights act after the patch site
+    with pytest.raises(ConfigError, match=r"alignment\.site_modules\.1: 'down_proj' is not one of"):
+        validate_config(cfg)
+
+
 def test_bad_override_is_reported_without_defaults_leaking(cfg):
     cfg["models"]["tiny"]["overrides"]["sft"]["lr"] = 1
     with pytest.raises(ConfigError, match=r"models\.tiny\.overrides\.sft: Additional properties.*'lr'"):

@@ -11,7 +11,7 @@ import torch
 
 from neuronkit.archs import model_shape
 from neuronkit.data import read_table, write_table
-from neuronkit.deactivate import (ControlConfig, control_selection, deactivate_generate_file,
+from neuronkit.deactivate import (ControlConfig, control_index_file, control_selection, deactivate_generate_file,
                                   deactivation_perplexity_file, site_magnitudes)
 from neuronkit.hooks import capture
 from neuronkit.perplexity import perplexity
@@ -36,52 +36,81 @@ def files(tmp_path, tiny_base):
     return tmp_path
 
 
-def test_perplexity_with_safety_and_random_neurons_zeroed(files, tiny_base):
-    out = deactivation_perplexity_file(tiny_base, files / "plnd.parquet", files / "benign.parquet",
-                                       files / "ppl.json", controls=CONTROLS)
+def _controls(files, tiny_base, controls=CONTROLS, tag=""):
+    """{selection: index path}: the safety set and both controls written as the deactivation_control rule does."""
+    paths = {"safety": files / "plnd.parquet"}
+    for selection in ("random", "magnitude"):
+        paths[selection] = files / f"deact_{selection}{tag}.parquet"
+        control_index_file(tiny_base, files / "plnd.parquet", paths[selection], selection, controls)
+    return paths
+
+
+def test_control_files_hold_the_controls_neurons_with_the_safety_sets_counts(files, tiny_base):
+    paths = _controls(files, tiny_base)
+    safety = NeuronIndex.read(paths["safety"])
+    model, tok = load_variant(tiny_base)
+    for selection in ("random", "magnitude"):
+        written = NeuronIndex.read(paths[selection])
+        drawn = control_selection(model, tok, safety, selection, CONTROLS)
+        assert written.keys() == drawn.keys() and written.per_layer_counts() == safety.per_layer_counts()
+        assert written.keys() != safety.keys()
+        assert json.loads(paths[selection].with_suffix(".json").read_text())["control"] == selection
+    assert not set(NeuronIndex.read(paths["magnitude"]).keys()) & set(safety.keys())  # matched: others only
+    again = _controls(files, tiny_base, tag="_again")
+    for selection in ("random", "magnitude"):
+        assert paths[selection].read_bytes() == again[selection].read_bytes()  # seeded: the same bytes
+
+
+def test_perplexity_with_safety_and_control_neurons_zeroed(files, tiny_base):
+    paths = _controls(files, tiny_base)
+    out = deactivation_perplexity_file(tiny_base, paths, files / "benign.parquet", files / "ppl.json")
     model, tok = load_variant(tiny_base)
     assert out["intact"] == perplexity(model, tok, TEXTS)  # the hooks were removed: the model is intact again
     assert out["safety"]["neurons"] == out["random"]["neurons"] == out["magnitude"]["neurons"] == 40
     assert out["safety"]["perplexity"] != out["intact"]["perplexity"] != out["random"]["perplexity"]
     assert out["magnitude"]["perplexity"] not in (out["safety"]["perplexity"], out["random"]["perplexity"])
     assert out["text"] == "benign" and json.loads((files / "ppl.json").read_text()) == out
-    again = deactivation_perplexity_file(tiny_base, files / "plnd.parquet", files / "benign.parquet",
-                                         files / "ppl2.json", controls=CONTROLS)
+    again = deactivation_perplexity_file(tiny_base, paths, files / "benign.parquet", files / "ppl2.json")
     assert (files / "ppl.json").read_bytes() == (files / "ppl2.json").read_bytes() and again == out
-    other = deactivation_perplexity_file(tiny_base, files / "plnd.parquet", files / "benign.parquet",
-                                         files / "ppl3.json", controls=ControlConfig(
-                                             random_seed=1, magnitude_docs=CONTROLS.magnitude_docs, max_length=64))
+    other_seed = ControlConfig(random_seed=1, magnitude_docs=CONTROLS.magnitude_docs, max_length=64)
+    other = deactivation_perplexity_file(tiny_base, _controls(files, tiny_base, other_seed, tag="_seed1"),
+                                         files / "benign.parquet", files / "ppl3.json")
     assert other["random"] != out["random"] and other["safety"] == out["safety"]
     assert other["magnitude"] != out["magnitude"]
 
 
 def test_generation_with_neurons_zeroed_records_the_intervention(files, tiny_base):
     cfg = GenerationConfig(max_new_tokens=4, batch_size=3)
-    info = deactivate_generate_file(tiny_base, files / "plnd.parquet", files / "benign.parquet",
-                                    files / "safety.parquet", cfg, selection="safety")
-    deactivate_generate_file(tiny_base, files / "plnd.parquet", files / "benign.parquet", files / "random.parquet",
-                             cfg, selection="random")
-    matched = deactivate_generate_file(tiny_base, files / "plnd.parquet", files / "benign.parquet",
-                                       files / "magnitude.parquet", cfg, selection="magnitude", controls=CONTROLS)
-    safety, random = read_table(files / "safety.parquet"), read_table(files / "random.parquet")
-    assert info["neurons"] == 40 and set(safety.column("intervention").to_pylist()) == {"zero:safety:k=40"}
+    paths = _controls(files, tiny_base)
+    info = {s: deactivate_generate_file(tiny_base, paths[s], files / "benign.parquet", files / f"{s}.gen.parquet",
+                                        cfg, selection=s) for s in paths}
+    safety, random = read_table(files / "safety.gen.parquet"), read_table(files / "random.gen.parquet")
+    assert info["safety"]["neurons"] == 40 and set(safety.column("intervention").to_pylist()) == {"zero:safety:k=40"}
     assert set(random.column("variant").to_pylist()) == {"deact_random"}
-    assert matched["neurons"] == 40 and matched["per_layer"] == info["per_layer"]
-    assert set(read_table(files / "magnitude.parquet").column("intervention").to_pylist()) == {
+    assert info["magnitude"]["neurons"] == 40 and info["magnitude"]["per_layer"] == info["safety"]["per_layer"]
+    assert set(read_table(files / "magnitude.gen.parquet").column("intervention").to_pylist()) == {
         "zero:magnitude:k=40"}
     assert safety.column("prompt").to_pylist() == TEXTS
+    assert safety.column("response").to_pylist() != random.column("response").to_pylist()
 
 
 def test_bad_selection_and_foreign_index_are_refused(files, tiny_base, tmp_path):
     with pytest.raises(ValueError, match="selection 'some' is not one of safety|random|magnitude"):
         deactivate_generate_file(tiny_base, files / "plnd.parquet", files / "benign.parquet", tmp_path / "x.parquet",
                                  GenerationConfig(max_new_tokens=2), selection="some")
+    with pytest.raises(ValueError, match="control 'safety' is not one of random|magnitude"):
+        control_index_file(tiny_base, files / "plnd.parquet", tmp_path / "c.parquet", "safety")
+    with pytest.raises(ValueError, match=r"selections \['other'\]"):
+        deactivation_perplexity_file(tiny_base, {"other": files / "plnd.parquet"}, files / "benign.parquet",
+                                     tmp_path / "ppl.json")
     NeuronIndex([0], ["mlp"], [0], [1.0], {"shape": {"num_layers": 30, "sites": {"mlp": 1536}}}).write(
         tmp_path / "other.parquet")
     with pytest.raises(NeuronIndexError, match="other.parquet"):
-        deactivation_perplexity_file(tiny_base, tmp_path / "other.parquet", files / "benign.parquet",
+        deactivation_perplexity_file(tiny_base, {"safety": tmp_path / "other.parquet"}, files / "benign.parquet",
                                      tmp_path / "ppl.json")
-    assert not (tmp_path / "ppl.json").exists() and not (tmp_path / "x.parquet").exists()
+    with pytest.raises(NeuronIndexError, match="other.parquet"):
+        control_index_file(tiny_base, tmp_path / "other.parquet", tmp_path / "c.parquet", "magnitude", CONTROLS)
+    assert not any((tmp_path / n).exists() for n in ("ppl.json", "x.parquet", "c.parquet"))
 
 
 def test_site_magnitudes_are_the_mean_absolute_activation_over_every_token(tiny_base):
