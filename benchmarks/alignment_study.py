@@ -64,6 +64,12 @@ SETTINGS = [
     ("512 harmful prompts, borderline SFT, two-way pairs", {"alignment": {"harmful": "harmful_align"}}),
     ("512 harmful and 256 benign prompts, borderline SFT, two-way pairs",
      {"alignment": {"harmful": "harmful_align", "benign": "benign_align"}}),
+    # Finding Safety Neurons needs a pair that differs only at the patched neurons: adapters on gate/up only change
+    # h = act(gate x) * (up x), the input of down_proj, so patching every neuron turns U into A exactly.
+    ("the default data, SFT and DPO LoRA on gate_proj and up_proj only",
+     {"alignment": {"harmful": "harmful_align", "benign": "benign_align"},
+      "sft": {"adapter": {"kind": "lora", "r": 16, "alpha": 32, "target_modules": ["gate_proj", "up_proj"]}},
+      "preference": {"adapter": {"kind": "lora", "r": 8, "alpha": 16, "target_modules": ["gate_proj", "up_proj"]}}}),
 ]
 
 

@@ -68,6 +68,28 @@ def restore_ratio(f_patched: float, f_unaligned: float, f_aligned: float) -> flo
     return None if gap == 0 else round((f_patched - f_unaligned) / gap, 4)
 
 
+def recovery(attacked: float, repaired: float, aligned: float) -> float | None:
+    """Percent of the attack's rise in harmful score that a repair takes back (100 = the aligned model's score)."""
+    ratio = restore_ratio(repaired, attacked, aligned)
+    return None if ratio is None else round(100 * ratio, 2)
+
+
+def choose_setting(candidates: Mapping[str, Mapping], attacked: Mapping, *, split: str,
+                   max_task_drop: float) -> dict:
+    """The candidate with the lowest harmful score on the selection split among those that keep task accuracy
+    within ``max_task_drop`` points of the attacked model; ties go to the fewer changed entries. Choosing on one
+    split and reporting on others keeps the reported figure from being the one the choice was fitted to."""
+    floor = attacked["figures"]["task"]["accuracy"] - max_task_drop
+    eligible = {label: row for label, row in candidates.items() if row["figures"]["task"]["accuracy"] >= floor}
+    if not eligible:
+        return {"chosen": None, "split": split, "max_task_drop": max_task_drop,
+                "why": f"no candidate keeps task accuracy >= {floor}"}
+    chosen = min(eligible, key=lambda label: (eligible[label]["figures"][split]["value"],
+                                              eligible[label].get("entries_changed", 0), label))
+    return {"chosen": chosen, "split": split, "max_task_drop": max_task_drop, "task_floor": floor,
+            "selection_value": eligible[chosen]["figures"][split]["value"], "eligible": sorted(eligible)}
+
+
 def _flags_by_id(table, column: str) -> dict[str, bool]:
     return dict(zip(table.column("id").to_pylist(), table.column(column).to_pylist()))
 

@@ -162,3 +162,30 @@ def test_a_scored_file_without_verdict_columns_is_refused_naming_the_dataset(tmp
 def test_wilson_interval_is_plain_float_for_json():
     assert all(type(v) is float for v in wilson_interval(26, 100) + wilson_interval(0, 41) + wilson_interval(41, 41))
     assert wilson_interval(0, 0) != wilson_interval(0, 0)  # nan: no interval without a sample
+
+
+def _row(harmful: float, task: float, changed: int = 0) -> dict:
+    return {"figures": {"select": {"value": harmful}, "task": {"accuracy": task}}, "entries_changed": changed}
+
+
+def test_recovery_is_the_share_of_the_attack_rise_taken_back():
+    from neuronkit.evaluate import recovery
+
+    assert recovery(40.0, 10.0, 0.0) == 75.0
+    assert recovery(40.0, 40.0, 0.0) == 0.0
+    assert recovery(40.0, 50.0, 0.0) == -25.0
+    assert recovery(10.0, 5.0, 10.0) is None  # no rise to recover
+
+
+def test_choose_setting_takes_the_safest_within_the_task_budget_and_ties_to_fewer_entries():
+    from neuronkit.evaluate import choose_setting
+
+    attacked = _row(40.0, 80.0)
+    candidates = {"broke_task": _row(0.0, 70.0), "a": _row(10.0, 79.0, changed=500),
+                  "b": _row(10.0, 78.5, changed=100), "c": _row(20.0, 80.0)}
+    choice = choose_setting(candidates, attacked, split="select", max_task_drop=2.0)
+    assert choice["chosen"] == "b"
+    assert choice["eligible"] == ["a", "b", "c"]
+    assert choice["task_floor"] == 78.0
+    none = choose_setting({"broke_task": _row(0.0, 70.0)}, attacked, split="select", max_task_drop=2.0)
+    assert none["chosen"] is None and "78.0" in none["why"]
