@@ -89,13 +89,14 @@ def control_index_file(ckpt, index_path, out_path, selection: str, controls: Con
 
     if selection not in SELECTIONS or selection == "safety":
         raise ValueError(f"deactivation control {selection!r} is not one of {'|'.join(SELECTIONS[1:])}")
-    index = NeuronIndex.read(index_path)
     model = tok = None
-    if selection == "magnitude":
+    if selection == "magnitude":  # only the matched control measures activations
         from .models import load_variant
 
         model, tok = load_variant(ckpt)
-        index.check_fits(model.config, origin=str(index_path))
+        index = _read_fitting_index(model, index_path)
+    else:
+        index = NeuronIndex.read(index_path)
     chosen = control_selection(model, tok, index, selection, controls)
     chosen.write(out_path)
     return {"selection": selection, "neurons": len(chosen), "per_layer": chosen.per_layer_counts()}
