@@ -45,17 +45,15 @@ def stage(cfg: dict, model: str, name: str) -> dict:
 
 def score_masks(score: str, keep: float, cfg: dict, model: str, cache: Path) -> Path:
     """Masks of the reference for one score and keep fraction, scored as the safety_masks rule does (cached)."""
-    from neuronkit.data import read_table
-    from neuronkit.scores.adapter_scores import ScoreConfig, calibration_examples, score_adapter
+    from neuronkit.scores.adapter_scores import ScoreConfig, score_reference_file
 
     out = cache / f"{score}_keep{keep}_masks.safetensors"
-    if out.exists():
-        return out
-    nlsr = stage(cfg, model, "nlsr")
-    table = read_table(RESULTS / model / "scored" / "reference" / f"{nlsr['calibration']}.parquet")
-    prompts, answers = calibration_examples(table, keep_all=nlsr["calibration_keep"] == "all")
-    score_adapter(RESULTS / model / "checkpoints" / "reference", prompts, answers, out,
-                  ScoreConfig(method=score, keep_fraction=keep, seed=cfg["seed"]))
+    if not out.exists():
+        nlsr = stage(cfg, model, "nlsr")
+        score_reference_file(RESULTS / model / "checkpoints" / "reference",
+                             RESULTS / model / "scored" / "reference" / f"{nlsr['calibration']}.parquet", out,
+                             ScoreConfig(method=score, keep_fraction=keep, seed=cfg["seed"]),
+                             keep_all=nlsr["calibration_keep"] == "all")
     return out
 
 

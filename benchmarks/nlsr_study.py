@@ -69,17 +69,16 @@ def evaluate_adapter(ckpt: Path, work: Path, cfg: dict, model: str) -> dict:
 def masks_at(keep: float, cfg: dict, model: str, cache: Path) -> Path:
     """Masks of the reference at another keep fraction, scored as the safety_masks rule does (cached per run)."""
     from neuronkit.config import stage_params
-    from neuronkit.data import read_table
-    from neuronkit.scores.adapter_scores import ScoreConfig, calibration_examples, score_adapter
+    from neuronkit.scores.adapter_scores import ScoreConfig, score_reference_file
 
     out = cache / f"masks_keep{keep}.safetensors"
-    if out.exists():
-        return out
-    nlsr = stage_params(cfg, model, "nlsr")
-    table = read_table(ROOT / "results" / model / "scored" / "reference" / f"{nlsr['calibration']}.parquet")
-    prompts, answers = calibration_examples(table, keep_all=nlsr["calibration_keep"] == "all")
-    score_adapter(ROOT / "results" / model / "checkpoints" / "reference", prompts, answers, out,
-                  ScoreConfig(method=nlsr["score"], keep_fraction=keep, seed=cfg["seed"]))
+    if not out.exists():
+        nlsr = stage_params(cfg, model, "nlsr")
+        results = ROOT / "results" / model
+        score_reference_file(results / "checkpoints" / "reference",
+                             results / "scored" / "reference" / f"{nlsr['calibration']}.parquet", out,
+                             ScoreConfig(method=nlsr["score"], keep_fraction=keep, seed=cfg["seed"]),
+                             keep_all=nlsr["calibration_keep"] == "all")
     return out
 
 

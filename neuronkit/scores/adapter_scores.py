@@ -387,3 +387,18 @@ def score_adapter(adapter_dir: str | os.PathLike, prompts: Sequence[str], answer
     if scores_path is not None:
         save_scores(scores, scores_path)
     return meta
+
+
+def score_reference_file(reference: str | os.PathLike, calibration: str | os.PathLike, out_path: str | os.PathLike,
+                         cfg: ScoreConfig, *, keep_all: bool = False,
+                         scores_path: str | os.PathLike | None = None) -> dict:
+    """The safety_masks stage: masks of the reference scored on its own judged-safe answers in one scored file."""
+    from ..data import read_table
+
+    table = read_table(calibration)
+    prompts, answers = calibration_examples(table, keep_all=keep_all)
+    if not prompts:
+        raise ValueError(f"{calibration}: the judge rated none of the reference's answers safe, so there is no "
+                         "calibration data; use more nlsr.calibration prompts or nlsr.calibration_keep: all")
+    print(f"calibration: {len(prompts)} of {table.num_rows} answers judged safe")
+    return score_adapter(reference, prompts, answers, out_path, cfg, scores_path=scores_path)

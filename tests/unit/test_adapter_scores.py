@@ -240,3 +240,14 @@ def test_calibration_examples_keep_the_answers_judged_safe():
     table = pa.table({"prompt": ["p0", "p1", "p2"], "response": ["a0", "a1", "a2"], "refused": [True, False, True]})
     assert S.calibration_examples(table) == (["p0", "p2"], ["a0", "a2"])
     assert S.calibration_examples(table, keep_all=True) == (["p0", "p1", "p2"], ["a0", "a1", "a2"])
+
+
+def test_scoring_a_reference_with_no_safe_answer_names_the_calibration_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    scored = tmp_path / "harmful_train.parquet"
+    pq.write_table(pa.table({"prompt": ["p0"], "response": ["a0"], "refused": [False]}), scored)
+    with pytest.raises(ValueError, match=r"harmful_train\.parquet.*none of the reference's answers safe"):
+        S.score_reference_file(tmp_path / "reference", scored, tmp_path / "masks.safetensors", S.ScoreConfig())
+    assert not (tmp_path / "masks.safetensors").exists()

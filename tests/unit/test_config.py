@@ -34,6 +34,9 @@ def test_wrong_type_is_named_with_its_path(cfg):
 
 def test_the_mlp_only_pair_trains_only_the_projections_that_feed_the_neurons(cfg):
     assert validate_config(copy.deepcopy(cfg))["alignment"]["site_modules"] == ["gate_proj", "up_proj"]
+    evaluated = copy.deepcopy(cfg)
+    evaluated["evaluation"] = {"variants": ["base", "sft_mlp", "aligned_mlp"]}  # the pair can be scored like any other
+    assert validate_config(evaluated)["evaluation"]["variants"] == ["base", "sft_mlp", "aligned_mlp"]
     cfg["alignment"]["site_modules"] = ["gate_proj", "down_proj"]  # down_proj's weights act after the patch site
     with pytest.raises(ConfigError, match=r"alignment\.site_modules\.1: 'down_proj' is not one of"):
         validate_config(cfg)
