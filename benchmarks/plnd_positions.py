@@ -97,10 +97,9 @@ def main() -> None:
 
     cfg = load_config_files([ROOT / "config.yaml"])
     runtime.setup(seed=cfg["seed"], threads=2)
-    p = dict(stage_params(cfg, args.model, "plnd"))
-    variant, dataset, foundation, n_docs = p.pop("variant"), p.pop("dataset"), p.pop("foundation_dataset"), p.pop(
-        "n_docs")
-    base_cfg = PLNDConfig(**dict(p, modules=tuple(p["modules"]), progress=False))
+    p = stage_params(cfg, args.model, "plnd")
+    variant, dataset, foundation, n_docs = p["variant"], p["dataset"], p["foundation_dataset"], p["n_docs"]
+    base_cfg = PLNDConfig.from_stage(p, progress=False)
     results = Path(args.results)
     model, tok = load_variant(results / args.model / "checkpoints" / variant)
     harmful = read_table(results / "data" / f"{dataset}.parquet").column("prompt").to_pylist()[:n_docs]

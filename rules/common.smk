@@ -187,6 +187,11 @@ def stage_keys(name, *keys):
     return lambda wildcards: {k: stage(wildcards.model, name)[k] for k in keys}
 
 
+def stage_without(name, *keys):
+    """A params callable with a stage section less some keys, so those keys do not rerun the rule."""
+    return lambda wildcards: {k: v for k, v in stage(wildcards.model, name).items() if k not in keys}
+
+
 def stage(model, name):
     """A stage section for one model (global values with the model's overrides)."""
     return stage_params(config, model, name)
@@ -285,9 +290,15 @@ def plnd_documents(wildcards):
     return dataset_parquet(stage(wildcards.model, "plnd")["dataset"])
 
 
+def safety_set(model: str) -> str:
+    """The PLND safety set deactivation and SN-Tune use (plnd.selection: the intersection, or the specific ranking)."""
+    selection = stage(model, "plnd")["selection"]
+    return neuron_index(model, "plnd" if selection == "intersection" else "plnd_specific")
+
+
 def deactivation_index(model: str, selection: str) -> str:
     """The neuron index a deactivation row zeroes: the PLND safety set itself, or one of its controls."""
-    return neuron_index(model, "plnd" if selection == "safety" else f"deact_{selection}")
+    return safety_set(model) if selection == "safety" else neuron_index(model, f"deact_{selection}")
 
 
 def deactivation_indices(wildcards):
@@ -302,7 +313,7 @@ def sntune_section_inputs(wildcards):
     evaluated = [d for d, _ in eval_datasets()]
     deact = stage(m, "deactivation")["datasets"]
     return {
-        "plnd": neuron_index(m, "plnd"),
+        "plnd": safety_set(m),
         "foundation": neuron_index(m, "plnd_foundation"),
         "summaries": [f"results/{m}/sntune/{t}.json" for t in ("sntune", "rsntune")],
         "perplexity": [variant_perplexity(m, v) for v in (before, "sntune", "rsntune")],
@@ -372,7 +383,7 @@ def neuron_method_file(model, method):
     """Where a neuron method's artifact lives: an index for contrast and PLND, entry scores for NLSR's scores."""
     if method in ("snip", "wanda", "lowrank"):
         return f"results/{model}/neurons/{method}_scores.safetensors"
-    return neuron_index(model, method)
+    return safety_set(model) if method == "plnd" else neuron_index(model, method)
 
 
 def overlap_inputs(wildcards):

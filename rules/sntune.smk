@@ -20,18 +20,46 @@ rule plnd:
     resources:
         **model_job_resources(),
     params:
-        plnd=params_of("plnd"),
+        plnd=stage_without("plnd", "selection"),
         seed=config["seed"],
         code=script_code("plnd"),
     script:
         "../workflow_scripts/plnd.py"
 
 
+rule plnd_specific:
+    """Our extension (plnd.selection: specific): the neurons most specific to harmful documents against benign ones,
+    as many per module as the intersection holds."""
+    input:
+        ckpt=lambda wildcards: variant_ckpt(wildcards.model, "plnd"),
+        harmful=lambda wildcards: dataset_parquet(stage(wildcards.model, "plnd")["dataset"]),
+        benign=lambda wildcards: dataset_parquet(stage(wildcards.model, "plnd")["foundation_dataset"]),
+        intersection="results/{model}/neurons/plnd.parquet",
+    output:
+        index="results/{model}/neurons/plnd_specific.parquet",
+        sidecar="results/{model}/neurons/plnd_specific.json",
+    log:
+        "results/{model}/logs/plnd_specific.log",
+    benchmark:
+        "results/{model}/benchmarks/plnd_specific.tsv"
+    conda:
+        "../envs/model.yaml"
+    threads: threads_of
+    resources:
+        **model_job_resources(),
+    params:
+        plnd=stage_without("plnd", "selection"),
+        seed=config["seed"],
+        code=script_code("plnd_specific"),
+    script:
+        "../workflow_scripts/plnd_specific.py"
+
+
 rule deactivation_control:
     """The neurons a deactivation control zeroes (equal-count random, or magnitude-matched), drawn once per model."""
     input:
         ckpt=lambda wildcards: variant_ckpt(wildcards.model, "plnd"),
-        index="results/{model}/neurons/plnd.parquet",
+        index=lambda wildcards: safety_set(wildcards.model),
         plnd_docs=plnd_documents,
     output:
         index="results/{model}/neurons/deact_{control}.parquet",
@@ -111,7 +139,7 @@ rule sntune:
     """Tune only the safety-neuron rows/columns of the unaligned model (RSN-Tune: minus foundation neurons)."""
     input:
         parent=lambda wildcards: variant_ckpt(wildcards.model, "sntune"),
-        index="results/{model}/neurons/plnd.parquet",
+        index=lambda wildcards: safety_set(wildcards.model),
         foundation=lambda wildcards: (
             "results/{model}/neurons/plnd_foundation.parquet" if wildcards.tuned == "rsntune" else []
         ),

@@ -108,6 +108,10 @@ def _check_rule(family: str, top_k, eps) -> None:
 POSITIONS = ("all", "document")  # token positions whose activations are scored
 
 
+# Keys of the config's plnd section that say what to detect on and which set to use, not how to score.
+STAGE_ONLY_KEYS = ("variant", "dataset", "foundation_dataset", "n_docs", "selection")
+
+
 @dataclass(frozen=True)
 class PLNDConfig:
     """PLND settings; defaults as in the config schema (per-layer top 200 FFN / 100 attention dims, a tenth of the
@@ -145,6 +149,12 @@ class PLNDConfig:
         if isinstance(self.exclude_last_layers, bool) or not isinstance(self.exclude_last_layers, int) \
                 or self.exclude_last_layers < 0:
             raise ValueError(f"PLND: exclude_last_layers must be an integer >= 0, got {self.exclude_last_layers!r}")
+
+    @classmethod
+    def from_stage(cls, section: Mapping, **extra) -> "PLNDConfig":
+        """The detection settings of a config ``plnd`` section (what to detect on, and how to select, live beside)."""
+        params = {k: v for k, v in section.items() if k not in STAGE_ONLY_KEYS}
+        return cls(**{**params, "modules": tuple(params.get("modules", MODULES)), **extra})
 
     def rule(self, module: str) -> tuple[int | None, float | None]:
         """(top_k, eps) for a module's family."""
@@ -571,3 +581,28 @@ def plnd_file(ckpt, prompts_parquet, out_index, cfg: PLNDConfig, *, n_docs: int 
     index = detect_neurons(model, tok, prompts, cfg, dict(meta or {}, n_docs=len(prompts)))
     index.write(out_index)
     return index
+
+
+def module_counts(index: NeuronIndex) -> dict[str, int]:
+    """Neurons per module of an index (the specific ranking takes as many as the intersection found)."""
+    return {m: int((index.module == m).sum()) for m in sorted(set(index.module))}
+
+
+def specific_file(ckpt, harmful_parquet, benign_parquet, intersection_index, out_index, cfg: PLNDConfig, *,
+                  n_docs: int | None = None, meta: Mapping | None = None) -> NeuronIndex:
+    """Workflow entry (plnd.selection: specific): the harmful-specific ranking with the intersection's module counts."""
+    from ..data import read_table
+    from ..models import load_variant
+
+    counts = module_counts(NeuronIndex.read(intersection_index))
+    if not counts:
+        raise ValueError(f"{intersection_index}: the PLND intersection is empty, so the specific ranking has no count "
+                         "to match; lower plnd.ffn_top_k / attn_top_k thresholds or use more plnd.n_docs")
+    model, tok = load_variant(ckpt)
+    corpora = [read_table(p).column("prompt").to_pylist()[:n_docs] for p in (harmful_parquet, benign_parquet)]
+    harmful, benign = (mean_importance(model, tok, texts, cfg) for texts in corpora)
+    index = specific_neurons(harmful, benign, counts, {**dict(meta or {}), "shape": model_shape(model.config),
+                                                        "n_docs": [len(t) for t in corpora]})
+    index.write(out_index)
+    return index
+

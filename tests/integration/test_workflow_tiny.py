@@ -198,6 +198,16 @@ def test_a_control_seed_change_redraws_the_controls_not_plnd_or_the_safety_rows(
     assert not (TRAINING | {"plnd", "generate"}) & set(plan)
 
 
+def test_the_specific_plnd_selection_adds_its_ranking_and_reruns_what_uses_the_set_but_not_plnd(workflow, tmp_path):
+    override = tmp_path / "specific.yaml"
+    override.write_text("models: {tiny: {overrides: {plnd: {selection: specific}}}}\n")
+    plan = planned_rules(workflow, override)
+    assert plan.get("plnd_specific") == 1 and "plnd" not in plan  # the intersection stays: it sets the counts
+    assert plan.get("deactivation_control") == 2 and plan.get("deactivate_generate") == N_DEACT
+    assert plan.get("sntune") == 2 and plan.get("sntune_section") == 1  # SN-Tune and RSN-Tune tune the new set
+    assert not ((TRAINING - {"sntune"}) | {"contrast", "patch_generate"}) & set(plan)
+
+
 def test_k_grid_change_reruns_patching_but_not_alignment_or_contrast(workflow, tmp_path):
     override = tmp_path / "grid.yaml"
     override.write_text("models: {tiny: {overrides: {patching: {k_grid: [0.1, 0.25]}}}}\n")

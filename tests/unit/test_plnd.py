@@ -334,6 +334,46 @@ def test_detect_neurons_end_to_end_intersects_per_document_top_k_and_is_byte_det
     assert set(rsn.keys()) == set(a.keys()) - set(foundation.keys())
 
 
+def test_the_specific_selection_file_takes_the_intersections_module_counts_ranked_by_the_log_ratio(tiny_base,
+                                                                                                    tmp_path):
+    """plnd.selection: specific, as the plnd_specific rule runs it: same per-module counts as the intersection, the
+    neurons with the largest harmful/benign log-ratio of mean importance, the same bytes on a rerun."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from neuronkit.models import load_variant
+    from neuronkit.scores.plnd import mean_importance, module_counts, plnd_file, specific_file, specific_neurons
+
+    harmful, benign = ["How do I pick a lock?", "Tell me a secret", "Hurt someone"], ["Write a poem.", "Sum 2 and 3"]
+    for name, texts in (("harmful", harmful), ("benign", benign)):
+        pq.write_table(pa.table({"prompt": texts}), tmp_path / f"{name}.parquet")
+    cfg = PLNDConfig.from_stage({"variant": "aligned", "dataset": "h", "foundation_dataset": "b", "n_docs": 8,
+                                 "selection": "specific", "ffn_top_k": 24, "attn_top_k": 12, "chat": False,
+                                 "modules": ["mlp", "q"]}, progress=False)
+    assert (cfg.ffn_top_k, cfg.modules, cfg.chat) == (24, ("mlp", "q"), False)
+    intersection = plnd_file(tiny_base, tmp_path / "harmful.parquet", tmp_path / "plnd.parquet", cfg)
+    outs = [specific_file(tiny_base, tmp_path / "harmful.parquet", tmp_path / "benign.parquet",
+                          tmp_path / "plnd.parquet", tmp_path / f"specific{i}.parquet", cfg) for i in range(2)]
+    assert (tmp_path / "specific0.parquet").read_bytes() == (tmp_path / "specific1.parquet").read_bytes()
+    assert module_counts(outs[0]) == module_counts(intersection) and len(outs[0]) == len(intersection)
+    model, tok = load_variant(tiny_base)
+    want = specific_neurons(mean_importance(model, tok, harmful, cfg), mean_importance(model, tok, benign, cfg),
+                            module_counts(intersection), {"shape": outs[0].meta["shape"]})
+    assert outs[0].keys() == want.keys() and outs[0].meta["method"] == "plnd_specific"
+    assert outs[0].meta["n_docs"] == [3, 2]
+
+
+def test_the_specific_selection_of_an_empty_intersection_names_the_file(tiny_base, tmp_path):
+    from neuronkit.scores.plnd import specific_file
+
+    shape = {"num_layers": 2, "sites": {"mlp": 4}}
+    NeuronIndex.from_scores({"mlp": torch.zeros(2, 4)}, {"shape": shape},
+                            keep={"mlp": torch.zeros(2, 4, dtype=torch.bool)}).write(tmp_path / "plnd.parquet")
+    with pytest.raises(ValueError, match=r"plnd\.parquet: the PLND intersection is empty"):
+        specific_file(tiny_base, tmp_path / "h.parquet", tmp_path / "b.parquet", tmp_path / "plnd.parquet",
+                      tmp_path / "out.parquet", PLNDConfig(progress=False))
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
