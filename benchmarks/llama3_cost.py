@@ -102,9 +102,10 @@ def main() -> None:
         "generate: base + aligned + sntune + rsntune on the evaluation sets":
             decode(eval_prompts * 4, gen["max_new_tokens"], gen["batch_size"]),
         "judge: answer perplexity under the base": forward(eval_prompts * 4 * (args.prompt_tokens + gen["max_new_tokens"])),
-        "contrast: generate + A and U teacher-forced":
-            decode(size(contrast["dataset"]), contrast["max_new_tokens"], contrast["batch_size"])
-            + forward(size(contrast["dataset"]) * (args.prompt_tokens + contrast["max_new_tokens"]) * 2),
+        "contrast: generate + A and U teacher-forced (safety and helpfulness prompts)": sum(
+            decode(size(contrast[key]), contrast["max_new_tokens"], contrast["batch_size"])
+            + forward(size(contrast[key]) * (args.prompt_tokens + contrast["max_new_tokens"]) * 2)
+            for key in ("dataset", "helpful_dataset")),
         "patch_generate: k grid x (safety, random) x datasets, two models":
             decode(patch_prompts * len(patch["k_grid"]) * 2, gen["max_new_tokens"], gen["batch_size"], models=2),
         f"plnd: {plnd['n_docs']} + {plnd['n_docs']} documents x {t} tokens": 2 * plnd["n_docs"] * plnd_doc_s,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +55,7 @@ def main() -> None:
     from neuronkit.data import read_table
     from neuronkit.generate import GenerationConfig, generate_responses
     from neuronkit.models import load_variant
-    from neuronkit.patching import patched
+    from neuronkit.patching import guided_in_each_mode
 
     runtime.setup(seed=0, threads=args.threads)
     prompts = read_table(args.prompts).column("prompt").to_pylist()[:args.n]
@@ -70,11 +69,11 @@ def main() -> None:
         want = generate_responses(model_a, tok, prompts, gen, desc="A")
         del model_a
         row = {"a": a_ckpt, "u_plain_vs_a": compare(plain_u, want)}
-        for mode in ("two_model", "fused"):
-            start = time.perf_counter()
-            with patched(model_u, all_mlp_neurons(model_u), value="guided", mode=mode, a_ckpt=a_ckpt, u_ckpt=args.u):
-                got = generate_responses(model_u, tok, prompts, gen, desc=f"U, all neurons from A ({mode})")
-            row[mode] = {**compare(got, want), "seconds": round(time.perf_counter() - start, 1),
+        runs = guided_in_each_mode(model_u, all_mlp_neurons(model_u),
+                                   lambda: generate_responses(model_u, tok, prompts, gen, desc="U, all neurons from A"),
+                                   a_ckpt=a_ckpt, u_ckpt=args.u)
+        for mode, (got, seconds) in runs.items():
+            row[mode] = {**compare(got, want), "seconds": seconds,
                          "examples": [{"a": w, "patched": g} for g, w in list(zip(got, want))[:2]]}
         result["pairs"].append(row)
         print(json.dumps({k: (v if not isinstance(v, dict) else {x: v[x] for x in ("identical", "n")})

@@ -210,7 +210,8 @@ def _dataset_references(cfg: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     refs = [(f"evaluation.{key}[{i}]", name) for key in ("harmful", "benign")
             for i, name in enumerate(cfg["evaluation"][key])]
     refs += [(f"alignment.borderline[{i}]", n) for i, n in enumerate(cfg["alignment"]["borderline"])]
-    refs += [("contrast.dataset", cfg["contrast"]["dataset"]), ("patching.ppl_dataset", cfg["patching"]["ppl_dataset"])]
+    refs += [(f"contrast.{key}", cfg["contrast"][key]) for key in ("dataset", "helpful_dataset")]
+    refs += [("patching.ppl_dataset", cfg["patching"]["ppl_dataset"])]
     refs += [(f"patching.datasets[{i}]", n) for i, n in enumerate(cfg["patching"]["datasets"])]
     refs += [(f"safeguard.{key}[{i}]", n) for key in ("train", "test") for i, n in enumerate(cfg["safeguard"][key])]
     refs += [(f"plnd.{key}", cfg["plnd"][key]) for key in ("dataset", "foundation_dataset")]

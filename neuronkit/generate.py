@@ -64,6 +64,26 @@ def generate_responses(model, tok, prompts: Sequence[str], cfg: GenerationConfig
     return [o or "" for o in out]
 
 
+@torch.no_grad()
+def greedy_steps(model, tok, prompts: Sequence[str], max_new_tokens: int) -> tuple[list[list[int]], torch.Tensor]:
+    """Greedy answers of one batch as token ids (each cut after its first end token) and the scores that chose
+    every token, ``[steps, rows, vocab]``: what two runs need to tell a real difference from a floating-point tie."""
+    texts = [chat_prompt(tok, p) for p in prompts]
+    tok.padding_side = "left"
+    device = next(model.parameters()).device
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=max(1, len(texts)))
+    out = model.generate(**enc, **cfg.hf_kwargs(), pad_token_id=tok.pad_token_id, output_scores=True,
+                         return_dict_in_generate=True)
+    ends = model.generation_config.eos_token_id
+    ends = set(ends if isinstance(ends, (list, tuple)) else [ends]) - {None}
+    ids = []
+    for row in out.sequences[:, enc["input_ids"].shape[1]:].tolist():
+        cut = next((i + 1 for i, t in enumerate(row) if t in ends), len(row))
+        ids.append(row[:cut])
+    return ids, torch.stack(out.scores).float().cpu()
+
+
 def generate_file(ckpt_dir, prompts_parquet, out_parquet, cfg: GenerationConfig, *, variant: str,
                   intervention: str = "none") -> None:
     """Generations artifact: ``id, prompt, response, variant, intervention`` (+ label, category)."""

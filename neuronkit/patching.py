@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -321,6 +321,35 @@ def guided_fused(model_u, adapters: list[Path], neurons: Neurons) -> Iterator[No
         yield
 
 
+def first_divergence(ids_a: Sequence[int], scores_a: torch.Tensor, ids_b: Sequence[int], scores_b: torch.Tensor,
+                     tol: float = 1e-3) -> dict | None:
+    """Where two runs' greedy answers to one prompt part (None if never), with each run's margin for its own token
+    over the other's there (``scores_*``: ``[steps, vocab]`` of that row); a tie when both margins are below tol."""
+    step = next((i for i, (x, y) in enumerate(zip(ids_a, ids_b)) if x != y), None)
+    if step is None:
+        if len(ids_a) == len(ids_b):
+            return None
+        return {"step": min(len(ids_a), len(ids_b)), "margin_a": None, "margin_b": None, "tie": False}
+    tok_a, tok_b = ids_a[step], ids_b[step]
+    margin_a = float(scores_a[step, tok_a] - scores_a[step, tok_b])
+    margin_b = float(scores_b[step, tok_b] - scores_b[step, tok_a])
+    return {"step": step, "margin_a": margin_a, "margin_b": margin_b, "tie": max(margin_a, margin_b) < tol}
+
+
+def compare_runs(ids_a: Sequence[Sequence[int]], scores_a: torch.Tensor, ids_b: Sequence[Sequence[int]],
+                 scores_b: torch.Tensor, tol: float = 1e-3) -> dict:
+    """Identical answers, floating-point ties and real differences between two runs on the same prompts
+    (``scores_*``: ``[steps, rows, vocab]`` as ``generate.greedy_steps`` returns them)."""
+    if len(ids_a) != len(ids_b):
+        raise ValueError(f"compare_runs: {len(ids_a)} answers against {len(ids_b)}")
+    parts = [first_divergence(a, scores_a[:, row], b, scores_b[:, row], tol)
+             for row, (a, b) in enumerate(zip(ids_a, ids_b))]
+    ties = [p for p in parts if p is not None and p["tie"]]
+    return {"n": len(parts), "identical": sum(p is None for p in parts), "ties": len(ties),
+            "differences": sum(p is not None and not p["tie"] for p in parts), "tol": tol,
+            "divergences": [dict(p, row=row) for row, p in enumerate(parts) if p is not None]}
+
+
 def check_layers(model, neurons: Neurons) -> None:
     """Refuse neuron ids that do not exist in this model."""
     n_layers = len(decoder_layers(model))
@@ -372,6 +401,21 @@ def patched(model_u, neurons: Neurons, *, value: str, mode: str, a_ckpt=None, u_
         model_a, _ = load_variant(a_ckpt)
     with guided_two_model(model_u, model_a, neurons):
         yield
+
+
+def guided_in_each_mode(model_u, neurons: Neurons, run: Callable[[], object], *, a_ckpt, u_ckpt,
+                        model_a=None) -> dict[str, tuple[object, float]]:
+    """``run()`` under guided patching in the two-model and then the fused mode, with its seconds in each: what a
+    check that the two modes agree needs."""
+    import time
+
+    out = {}
+    for mode in ("two_model", "fused"):
+        start = time.perf_counter()
+        with patched(model_u, neurons, value="guided", mode=mode, a_ckpt=a_ckpt, u_ckpt=u_ckpt, model_a=model_a):
+            result = run()
+        out[mode] = (result, round(time.perf_counter() - start, 2))
+    return out
 
 
 def patch_generate_file(u_ckpt, a_ckpt, index_path, prompts_parquet, out_parquet, gen_cfg, *, k: int | float,

@@ -235,6 +235,16 @@ def p_labels(model):
     return [p_label(p) for p in stage(model, "nlsr")["p_grid"]]
 
 
+def contrast_params(wildcards):
+    """One contrast job's section: the safety neurons (contrast) on contrast.dataset, the helpfulness neurons
+    (helpful) on contrast.helpful_dataset; the other job's dataset is left out, so changing it reruns nothing here."""
+    section = dict(stage(wildcards.model, "contrast"))
+    helpful_dataset = section.pop("helpful_dataset")
+    if wildcards.contrast == "helpful":
+        section["dataset"] = helpful_dataset
+    return section
+
+
 def neuron_index(model, method="contrast"):
     return f"results/{model}/neurons/{method}.parquet"
 

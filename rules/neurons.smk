@@ -1,24 +1,27 @@
 rule contrast:
-    """Activation contrasting of A vs U on the generator's completions: ranked MLP neurons + statistics."""
+    """Activation contrasting of A vs U on the generator's completions: ranked MLP neurons + statistics. The
+    safety neurons (contrast) on contrast.dataset; the helpfulness neurons (helpful) on contrast.helpful_dataset."""
     input:
         aligned=lambda wildcards: contrast_pair(wildcards.model)[0],
         unaligned=lambda wildcards: contrast_pair(wildcards.model)[1],
-        prompts=lambda wildcards: dataset_parquet(stage(wildcards.model, "contrast")["dataset"]),
+        prompts=lambda wildcards: dataset_parquet(contrast_params(wildcards)["dataset"]),
     output:
-        index=neuron_index("{model}", "contrast"),
-        sidecar="results/{model}/neurons/contrast.json",
-        stats="results/{model}/activations/contrast.safetensors",
+        index=neuron_index("{model}", "{contrast}"),
+        sidecar="results/{model}/neurons/{contrast}.json",
+        stats="results/{model}/activations/{contrast}.safetensors",
     log:
-        "results/{model}/logs/contrast.log",
+        "results/{model}/logs/{contrast}.log",
     benchmark:
-        "results/{model}/benchmarks/contrast.tsv"
+        "results/{model}/benchmarks/{contrast}.tsv"
+    wildcard_constraints:
+        contrast="contrast|helpful",
     conda:
         "../envs/model.yaml"
     threads: threads_of
     resources:
         **model_job_resources(),
     params:
-        contrast=params_of("contrast"),
+        contrast=contrast_params,
         seed=config["seed"],
         code=script_code("contrast"),
     script:

@@ -72,7 +72,7 @@ rule patching_section:
         "../envs/report.yaml"
     params:
         nested=lambda wildcards: patched_scored(wildcards.model),
-        contrast=params_of("contrast"),
+        contrast=stage_without("contrast", "helpful_dataset"),
         patching=params_of("patching"),
         code=script_code("patching_section"),
     script:

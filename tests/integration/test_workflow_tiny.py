@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -217,6 +218,14 @@ def test_k_grid_change_reruns_patching_but_not_alignment_or_contrast(workflow, t
     assert not (TRAINING | {"contrast", "generate", "plnd"}) & set(plan)
 
 
+def test_another_helpfulness_dataset_reruns_the_helpful_contrast_and_the_overlap_only(workflow, tmp_path):
+    """contrast.helpful_dataset is the helpful job's own key: the safety contrast and the patching stay cached."""
+    override = tmp_path / "helpful.yaml"
+    override.write_text("contrast: {helpful_dataset: benign_test}\n")
+    plan = planned_rules(workflow, override)
+    assert plan == {"contrast": 1, "overlap_section": 1, "report": 1}
+
+
 def test_another_preference_method_is_scored_on_demand_beside_the_default(workflow, tmp_path):
     override = tmp_path / "kto.yaml"
     override.write_text("evaluation: {variants: [base, aligned, aligned_kto]}\n")
@@ -248,7 +257,7 @@ def test_editing_a_module_deep_in_the_import_graph_reruns_exactly_the_rules_that
         plan = planned_rules(workflow)
     finally:
         stats_py.write_text(original)
-    assert plan == {"contrast": 1, "patch_generate": N_PATCH, "patch_perplexity": 1, "judge": N_PATCH,
+    assert plan == {"contrast": 2, "patch_generate": N_PATCH, "patch_perplexity": 1, "judge": N_PATCH,
                     "patching_section": 1, "safeguard": 1, "neurons_section": 1, "overlap_section": 1, "report": 1}
     assert planned_rules(workflow) == {}
 
@@ -303,13 +312,33 @@ def test_report_has_general_ability_from_lm_eval_for_the_listed_variants(workflo
 
 def test_report_has_the_cross_method_overlap(workflow):
     overlap = json.loads((workflow / TARGET).read_text())["overlap"]
-    assert [m["name"] for m in overlap["methods"]] == ["contrast", "plnd", "snip", "wanda", "lowrank"]
+    methods = ["contrast", "helpful", "plnd", "snip", "wanda", "lowrank"]
+    assert [m["name"] for m in overlap["methods"]] == methods
     mlp_pairs = {(p["a"], p["b"]) for p in overlap["pairs"] if p["module"] == "mlp"}
-    assert len(mlp_pairs) == 10  # every pair of the five methods on the MLP neurons
+    assert len(mlp_pairs) == 15  # every pair of the six methods on the MLP neurons
     for pair in overlap["pairs"]:  # tiny: dense methods select 25% of each module (overlap.dense_k)
         assert pair["k"] >= 1 and 0 <= pair["jaccard"] <= 1 and len(pair["per_layer"]) == 2, pair
         assert pair["spearman"] is None or -1 <= pair["spearman"] <= 1
-    assert overlap["matrix"]["mlp"]["labels"] == ["contrast", "plnd", "snip", "wanda", "lowrank"]
+    assert overlap["matrix"]["mlp"]["labels"] == methods
+
+
+def test_the_helpfulness_neurons_are_the_same_contrast_on_benign_prompts_and_overlap_the_safety_neurons(workflow):
+    """The alignment tax: helpful = the contrast of the same pair on contrast.helpful_dataset; the overlap section
+    sets it against the safety neurons at matched size, pooled and per layer, beside chance."""
+    from neuronkit.neurons import NeuronIndex
+
+    safety = NeuronIndex.read(workflow / "results/tiny/neurons/contrast.parquet")
+    helpful = NeuronIndex.read(workflow / "results/tiny/neurons/helpful.parquet")
+    assert (safety.meta["dataset"], helpful.meta["dataset"]) == ("harmful_train", "benign_train")
+    assert safety.meta["variants"] == helpful.meta["variants"] == {"aligned": "aligned_mlp", "unaligned": "base"}
+    assert len(helpful) == len(safety) == 128 and not np.array_equal(helpful.score, safety.score)
+    overlap = json.loads((workflow / TARGET).read_text())["overlap"]
+    (tax,) = [p for p in overlap["pairs"] if (p["a"], p["b"], p["module"]) == ("contrast", "helpful", "mlp")]
+    assert tax["k"] == 32 and tax["jaccard_random"] == pytest.approx(32 / (2 * 128 - 32))  # dense_k 25% of 128
+    assert [layer["layer"] for layer in tax["per_layer"]] == [0, 1] and sum(lay["k"] for lay in tax["per_layer"]) <= 32
+    for lay in tax["per_layer"]:  # chance inside a layer of 64 neurons at that layer's matched size
+        chance = lay["k"] / (2 * 64 - lay["k"]) if lay["k"] else None
+        assert lay["jaccard_random"] == (pytest.approx(chance) if chance else None)
 
 
 def test_html_report_embeds_every_plot(workflow):

@@ -102,6 +102,7 @@ def test_model_without_overrides_gets_the_global_stage_values(cfg):
 
 @pytest.mark.parametrize("path, value, message", [
     (("contrast", "dataset"), "nope", r"contrast\.dataset: dataset 'nope' is not defined"),
+    (("contrast", "helpful_dataset"), "nope", r"contrast\.helpful_dataset: dataset 'nope' is not defined"),
     (("patching", "datasets"), ["harmful_test", "nope"], r"patching\.datasets\[1\]: dataset 'nope'"),
     (("safeguard", "test"), ["nope"], r"safeguard\.test\[0\]: dataset 'nope'"),
     (("plnd", "foundation_dataset"), "nope", r"plnd\.foundation_dataset: dataset 'nope'"),

@@ -12,7 +12,8 @@ from neuronkit.hooks import capture, count_hooks, mlp_sites
 from neuronkit.models import chat_prompt, load_variant, quiet_checkpointing_probe
 from neuronkit.neurons import NeuronIndex
 from neuronkit.patching import (
-    PatchingError, cache_parameter, guide_adapters, guided_fused, guided_two_model, static_patch,
+    PatchingError, cache_parameter, compare_runs, first_divergence, guide_adapters, guided_fused, guided_two_model,
+    static_patch,
 )
 from neuronkit.scores.contrast import (
     ContrastConfig, batch_inputs, contrast_index, contrast_statistics, generate_sequences,
@@ -237,6 +238,39 @@ def test_fused_mode_matches_two_model_mode(tiny_pair):
     plain = _greedy(u, tok, enc, n=8)
     assert not torch.equal(plain, two)  # the patch does something
     assert count_hooks(u) == 0
+
+
+def test_greedy_steps_are_generate_s_tokens_cut_at_the_end_token_with_the_scores_that_chose_them(tiny_pair):
+    from neuronkit.generate import greedy_steps
+
+    u, tok = load_variant(tiny_pair[0])
+    ids, scores = greedy_steps(u, tok, PROMPTS, max_new_tokens=6)
+    want = _greedy(u, tok, _enc(tok, PROMPTS), n=6)[:, _enc(tok, PROMPTS)["input_ids"].shape[1]:]
+    eos = u.generation_config.eos_token_id
+    for row, got in enumerate(ids):
+        assert got == want[row, :len(got)].tolist() and (len(got) == 6 or got[-1] == eos)
+        assert [int(scores[t, row].argmax()) for t in range(len(got))] == got  # each token is its step's argmax
+    assert scores.shape[:2] == (want.shape[1], len(PROMPTS))
+
+
+def test_first_divergence_tells_a_floating_point_tie_from_a_real_difference():
+    scores = torch.zeros(3, 5)
+    scores[0, 1] = 4.0
+    near, far = scores.clone(), scores.clone()
+    near[1, 2], near[1, 3] = 2.0, 2.0 - 1e-6   # run a picks 2, the other's 3 is a hair behind: a tie
+    far[1, 2], far[1, 3] = 2.0, 0.5
+    other = scores.clone()
+    other[1, 3], other[1, 2] = 2.0, 2.0 - 1e-6
+    assert first_divergence([1, 2], near, [1, 2], near) is None
+    tie = first_divergence([1, 2, 0], near, [1, 3, 0], other)
+    assert tie["step"] == 1 and tie["tie"] and 0 <= tie["margin_a"] < 1e-3
+    real = first_divergence([1, 2, 0], far, [1, 3, 0], other)
+    assert real["step"] == 1 and not real["tie"] and real["margin_a"] == pytest.approx(1.5)
+    assert first_divergence([1, 2], near, [1, 2, 4], near)["tie"] is False  # one answer stopped: a difference
+    summary = compare_runs([[1, 2], [1, 2, 0], [1, 2, 0]], torch.stack([near, near, far], 1),
+                           [[1, 2], [1, 3, 0], [1, 3, 0]], torch.stack([near, other, other], 1))
+    assert (summary["identical"], summary["ties"], summary["differences"]) == (1, 1, 1)
+    assert [d["row"] for d in summary["divergences"]] == [1, 2]
 
 
 def test_fused_mode_refuses_unrelated_variants(tiny_pair):
