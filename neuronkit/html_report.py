@@ -179,7 +179,7 @@ def caption_variant_scores(report: Mapping) -> str:
 def caption_restore_curve(report: Mapping) -> str:
     """Which neurons were patched from which model into which, on what data, judged how."""
     patching = report.get("patching") or {}
-    points = patching.get("points") or []
+    points = [p for p in patching.get("points") or [] if p.get("metric", "harmful_score") == "harmful_score"]
     variants = patching.get("variants") or {}
     return (f"Restore ratio R(k) of the {patching.get('metric', '?')} when the top-k safety neurons (solid) or "
             f"as many random neurons (dashed) of {variants.get('aligned', '?')} are patched into "
@@ -245,16 +245,20 @@ def evaluation_blocks(section: Mapping) -> list[dict]:
 PATCHING_COLUMNS = {"dataset": "dataset", "k": "k", "neurons": "neurons", "n": "n", "judge": "judge",
                     "harmful_unaligned": "F(U)", "harmful_aligned": "F(A)", "harmful_safety": "F(safety)",
                     "harmful_random": "F(random)", "restore_safety": "R safety", "restore_random": "R random",
+                    "over_refusal_unaligned": "over-refusal (U)", "over_refusal_aligned": "over-refusal (A)",
+                    "over_refusal_safety": "over-refusal (safety)", "over_refusal_random": "over-refusal (random)",
+                    "tax_safety": "tax safety", "tax_random": "tax random",
                     "degenerate_safety": "degenerate % (safety)", "degenerate_random": "degenerate % (random)",
-                    "perplexity_safety": "perplexity (safety)", "perplexity_random": "perplexity (random)"}
+                    "perplexity_safety": "perplexity (safety)", "perplexity_random": "perplexity (random)",
+                    "change_share_safety": "change share (safety)", "change_share_random": "change share (random)"}
 
 
 def patching_blocks(section: Mapping) -> list[dict]:
     """One row per restore point (dataset, k), with the McNemar p-value of safety against random."""
     points = required_field(section, "points", "report['patching']")
-    rows = [[p.get(c) for c in PATCHING_COLUMNS] + [(p.get("safety_vs_random") or {}).get("p_value")]
-            for p in points]
-    headers = list(PATCHING_COLUMNS.values()) + ["p (safety vs random)"]
+    columns = [c for c in PATCHING_COLUMNS if any(c in p for p in points)]  # benign sets: over-refusal, no R
+    rows = [[p.get(c) for c in columns] + [(p.get("safety_vs_random") or {}).get("p_value")] for p in points]
+    headers = [PATCHING_COLUMNS[c] for c in columns] + ["p (safety vs random)"]
     notes = [note(section["definition"])] if section.get("definition") else []
     return notes + [table(headers, rows)] + perplexity_blocks(section.get("perplexity"))
 

@@ -375,6 +375,25 @@ def select_neurons(index, k: int | float, selection: str, seed: int = 0):
     raise PatchingError(f"patching selection {selection!r} is not safety|random")
 
 
+def change_shares(index, ks: Mapping[str, int | float], seed: int = 0) -> dict[str, dict[str, float | None]]:
+    """Share of the contrast's whole squared change (S^2 summed over every MLP neuron) that each k's safety and
+    random neurons carry: how concentrated the A - U difference is, which bounds what a sparse patch can restore."""
+    import numpy as np
+
+    mlp = index.only("mlp")
+    change = np.zeros((mlp.num_layers, mlp.sites["mlp"]))
+    change[mlp.layer.astype(np.int64), mlp.neuron.astype(np.int64)] = mlp.score.astype(np.float64) ** 2
+    total = float(change.sum())
+    out: dict[str, dict[str, float | None]] = {}
+    for label, k in ks.items():
+        out[label] = {}
+        for selection in ("safety", "random"):
+            chosen = select_neurons(index, k, selection, seed)
+            carried = float(change[chosen.layer.astype(np.int64), chosen.neuron.astype(np.int64)].sum())
+            out[label][selection] = round(carried / total, 4) if total > 0 else None
+    return out
+
+
 @contextmanager
 def patched(model_u, neurons: Neurons, *, value: str, mode: str, a_ckpt=None, u_ckpt=None, stats=None,
             seed: int = 0, model_a=None) -> Iterator[None]:

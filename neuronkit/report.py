@@ -28,12 +28,13 @@ def build_report(model: str, sections: Mapping[str, str | os.PathLike], variant_
 
 
 def plot_restore_curve(section: dict, out_png) -> None:
-    """R(k) for safety vs random neurons, one line pair per dataset."""
+    """R(k) for safety vs random neurons, one line pair per harmful dataset (benign sets carry no R)."""
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for dataset in sorted({p["dataset"] for p in section["points"]}):
-        pts = sorted((p for p in section["points"] if p["dataset"] == dataset), key=lambda p: p["neurons"])
+    harmful = [p for p in section["points"] if p.get("metric", "harmful_score") == "harmful_score"]
+    for dataset in sorted({p["dataset"] for p in harmful}):
+        pts = sorted((p for p in harmful if p["dataset"] == dataset), key=lambda p: p["neurons"])
         xs = [p["neurons"] for p in pts]
         for selection, style in (("safety", "-o"), ("random", "--s")):
             ys = [p.get(f"restore_{selection}") for p in pts]

@@ -343,6 +343,7 @@ def patching_section_inputs(wildcards):
     p = stage(m, "patching")
     out = {
         "patched": flat_paths(patched_scored(m)),
+        "index": neuron_index(m, "contrast"),
         "unaligned": [scored(m, c["unaligned"], d) for d in p["datasets"]],
         "aligned": [scored(m, c["aligned"], d) for d in p["datasets"]],
     }

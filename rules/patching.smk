@@ -72,6 +72,7 @@ rule patching_section:
         "../envs/report.yaml"
     params:
         nested=lambda wildcards: patched_scored(wildcards.model),
+        k_labels=lambda wildcards: k_labels(wildcards.model),
         contrast=stage_without("contrast", "helpful_dataset"),
         patching=params_of("patching"),
         code=script_code("patching_section"),

@@ -108,6 +108,7 @@ def test_report_has_restore_curves_safeguard_and_neurons(workflow):
         assert {"harmful_safety", "harmful_random", "restore_safety", "restore_random", "safety_vs_random",
                 "degenerate_safety", "degenerate_random", "degenerate_unaligned", "degenerate_aligned"} <= set(p)
         assert isinstance(p["safety_vs_random"]["significant"], bool)
+        assert 0 < p["change_share_random"] <= p["change_share_safety"] <= 1  # top-k carries the most of sum S^2
     assert [p["neurons"] for p in sorted(points, key=lambda p: p["neurons"])] == [13, 64]  # of 2 x 64 MLP neurons
     ppl = report["patching"]["perplexity"]
     assert ppl["unaligned"]["perplexity"] > 1 and ppl["safety_k0.1"]["neurons"] == ppl["random_k0.1"]["neurons"] == 13

@@ -439,3 +439,19 @@ def test_fused_mode_scales_each_module_as_peft_does_with_alpha_and_rank_patterns
     with guided_fused(u, guide_adapters(tiny_base, aligned), neurons):
         fused = _greedy(u, tok, enc, n=8)
     assert torch.equal(two, fused)
+
+
+def test_change_shares_are_the_squared_change_the_patched_neurons_carry():
+    """Top-k by S carries the largest share of sum S^2 any k neurons can; the random control its own share."""
+    from neuronkit.patching import change_shares, select_neurons
+
+    scores = torch.tensor([[4.0, 2.0, 1.0, 1.0], [2.0, 1.0, 1.0, 0.0]])  # S^2 sums to 28
+    index = NeuronIndex.from_scores({"mlp": scores}, {"shape": {"num_layers": 2, "sites": {"mlp": 4}}})
+    shares = change_shares(index, {"2": 2, "0.5": 0.5}, seed=0)
+    assert shares["2"]["safety"] == pytest.approx((16 + 4) / 28, abs=1e-4)  # 4.0 and the first 2.0
+    assert shares["0.5"]["safety"] == pytest.approx((16 + 4 + 4 + 1) / 28, abs=1e-4)
+    chosen = select_neurons(index, 2, "random", 0)
+    by_hand = sum(float(scores[l, n]) ** 2 for l, n in zip(chosen.layer.tolist(), chosen.neuron.tolist())) / 28
+    assert shares["2"]["random"] == pytest.approx(by_hand, abs=1e-4) and shares["2"]["random"] <= shares["2"]["safety"]
+    zero = NeuronIndex.from_scores({"mlp": torch.zeros(2, 4)}, {"shape": {"num_layers": 2, "sites": {"mlp": 4}}})
+    assert change_shares(zero, {"2": 2})["2"] == {"safety": None, "random": None}

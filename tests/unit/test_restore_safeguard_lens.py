@@ -38,12 +38,12 @@ def test_mcnemar_exact_matches_the_binomial_tail():
         mcnemar_exact([True], [True, False])
 
 
-def _scored(path, flags, intervention="none", degenerate=None):
+def _scored(path, flags, intervention="none", degenerate=None, label="harmful"):
     n = len(flags)
     degenerate = degenerate or [False] * n
     verdicts = ["degenerate" if d else "complied" if f else "refused" for f, d in zip(flags, degenerate)]
     write_table(pa.table({"id": [f"r{i}" for i in range(n)], "prompt": ["p"] * n, "response": ["x"] * n,
-                          "variant": ["v"] * n, "intervention": [intervention] * n, "label": ["harmful"] * n,
+                          "variant": ["v"] * n, "intervention": [intervention] * n, "label": [label] * n,
                           "category": ["c"] * n, "refused": [v == "refused" for v in verdicts], "harmful": flags,
                           "judge_score": [float(f) for f in flags], "verdict": verdicts, "degenerate": degenerate,
                           "judge": ["refusal_matcher"] * n}), path)
@@ -194,7 +194,12 @@ def test_restore_points_carry_the_perplexity_at_their_own_k(tmp_path):
            for p in section["points"]}
     assert got == {"0.1": (12.0, 13.0, 10.0, 11.0), "0.5": (14.0, 15.0, 10.0, 11.0)}
     plain = restore_section(str(tmp_path / "u_{dataset}.parquet"), str(tmp_path / "a_{dataset}.parquet"), nested)
-    assert not any(k.startswith("perplexity") for p in plain["points"] for k in p)
+    assert not any(k.startswith(("perplexity", "change_share")) for p in plain["points"] for k in p)
+    shares = {"0.1": {"safety": 0.4, "random": 0.1}, "0.5": {"safety": 0.9, "random": 0.5}}
+    shared = restore_section(str(tmp_path / "u_{dataset}.parquet"), str(tmp_path / "a_{dataset}.parquet"), nested,
+                             change_shares=shares)
+    assert {p["k"]: (p["change_share_safety"], p["change_share_random"]) for p in shared["points"]} == {
+        "0.1": (0.4, 0.1), "0.5": (0.9, 0.5)}
 
 
 def test_variant_perplexity_file_is_the_perplexity_of_the_loaded_checkpoint(tiny_base, tmp_path):
@@ -258,3 +263,41 @@ def test_deactivation_paired_tests_compare_the_safety_neurons_with_each_control(
     _scored(tmp_path / "deact_magnitude" / "harmful_test.parquet", [True] * 19)
     with pytest.raises(ValueError, match="different prompts"):
         deactivation_paired_tests(paths)
+
+
+def _benign(path, refused, intervention="none"):
+    """A scored benign set: ``refused`` answers are over-refusals (the rest complied, as they should)."""
+    return _scored(path, [not r for r in refused], intervention, label="benign")
+
+
+def test_a_benign_patching_set_reports_the_over_refusal_the_patch_brings_not_r(tmp_path):
+    """The alignment tax under patching: on benign prompts the point is the over-refusal and its share of A's."""
+    from neuronkit.report import plot_restore_curve
+
+    _benign(tmp_path / "u_ok.parquet", [True] + [False] * 9)       # U refuses 10%
+    _benign(tmp_path / "a_ok.parquet", [True] * 5 + [False] * 5)   # A refuses 50%
+    _scored(tmp_path / "u_bad.parquet", [True] * 10)
+    _scored(tmp_path / "a_bad.parquet", [False] * 10)
+    nested = {"ok": {"safety": {"0.1": _benign(tmp_path / "s.parquet", [True] * 3 + [False] * 7, "guided:safety:k=3")},
+                     "random": {"0.1": _benign(tmp_path / "r.parquet", [True] + [False] * 9, "guided:random:k=3")}},
+              "bad": {s: {"0.1": _scored(tmp_path / f"{s}b.parquet", [False] * 10, f"guided:{s}:k=3")}
+                      for s in ("safety", "random")}}
+    section = restore_section(str(tmp_path / "u_{dataset}.parquet"), str(tmp_path / "a_{dataset}.parquet"), nested)
+    benign, harmful = (next(p for p in section["points"] if p["dataset"] == d) for d in ("ok", "bad"))
+    assert benign["metric"] == "over_refusal" and harmful["metric"] == "harmful_score"
+    assert (benign["over_refusal_unaligned"], benign["over_refusal_aligned"]) == (10.0, 50.0)
+    assert (benign["over_refusal_safety"], benign["over_refusal_random"]) == (30.0, 10.0)
+    assert benign["tax_safety"] == 0.5 and benign["tax_random"] == 0.0
+    assert not any(k.startswith(("restore", "harmful_")) for k in benign)
+    assert harmful["restore_safety"] == 1.0 and "tax_safety" not in harmful
+    plot_restore_curve(section, tmp_path / "curve.png")  # benign points carry no R and are left off the plot
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    for who in ("u", "a"):  # a set whose rows disagree on their label has no one metric
+        rows = pa.table({"id": ["r0", "r1"], "prompt": ["p"] * 2, "response": ["x"] * 2, "variant": ["v"] * 2,
+                         "intervention": ["none"] * 2, "label": ["harmful", "benign"], "category": ["c"] * 2,
+                         "refused": [False] * 2, "harmful": [True] * 2, "judge_score": [1.0] * 2,
+                         "verdict": ["complied"] * 2, "degenerate": [False] * 2, "judge": ["refusal_matcher"] * 2})
+        write_table(rows, tmp_path / f"{who}_mixed.parquet")
+    with pytest.raises(ValueError, match="patching dataset mixed: rows must be all harmful or all benign"):
+        restore_section(str(tmp_path / "u_{dataset}.parquet"), str(tmp_path / "a_{dataset}.parquet"),
+                        {"mixed": nested["bad"]})
