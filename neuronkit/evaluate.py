@@ -171,8 +171,8 @@ def restore_section(unaligned: str, aligned: str, patched: Mapping[str, Mapping[
                           "sets; on benign sets tax = the same ratio of the over-refusal (refused answers): the "
                           "share of A's over-refusal the patch brings to U; "
                           "degenerate_* = broken answers (not counted in F); change_share_* = share of the "
-                          "contrast's sum of S^2 over all MLP neurons carried by the patched ones; paired exact "
-                          f"McNemar tests, significant when p < {ALPHA}"}
+                          "contrast's sum of S^2 over the MLP neurons it ranks carried by the patched ones; "
+                          f"paired exact McNemar tests, significant when p < {ALPHA}"}
 
 
 def read_perplexities(paths: Sequence[str]) -> dict[str, dict]:

@@ -32,7 +32,7 @@ class ContrastConfig:
     token_type: str = "completion"
     max_new_tokens: int = 32
     batch_size: int = 8
-    exclude_last_layers: int = 0
+    exclude_last_layers: int = 1  # published: the last layer is not ranked
     system_prompt: str | None = None
 
     def __post_init__(self) -> None:
