@@ -376,7 +376,7 @@ def select_neurons(index, k: int | float, selection: str, seed: int = 0):
 
 
 def change_shares(index, ks: Mapping[str, int | float], seed: int = 0) -> dict[str, dict[str, float | None]]:
-    """Share of the contrast's whole squared change (S^2 summed over every MLP neuron) that each k's safety and
+    """Share of the contrast's whole squared change (S^2 summed over the MLP neurons it ranks) that each k's safety and
     random neurons carry: how concentrated the A - U difference is, which bounds what a sparse patch can restore."""
     import numpy as np
 
