@@ -275,16 +275,24 @@ def perplexity_blocks(perplexity: Mapping | None) -> list[dict]:
 
 
 def safeguard_blocks(section: Mapping) -> list[dict]:
-    """Probe accuracy and F1 per neuron selection and dataset."""
-    rows = [(selection, dataset, m.get("accuracy"), m.get("f1"), m.get("n"), m.get("positives"))
-            for selection, by_dataset in section.items() if selection != "train" and isinstance(by_dataset, Mapping)
+    """Probe accuracy (with its interval) and F1 per neuron selection and dataset, and the paired tests."""
+    rows = [(selection, dataset, m.get("accuracy"), fmt_ci(m.get("ci95")), m.get("f1"), m.get("n"), m.get("positives"))
+            for selection, by_dataset in section.items() if selection not in ("train", "test", "paired")
+            and isinstance(by_dataset, Mapping)
             for dataset, m in by_dataset.items() if isinstance(m, Mapping) and "accuracy" in m]
     if not rows:
         raise ValueError("report['safeguard']: no selection holds per-dataset 'accuracy' figures")
     train = section.get("train") or {}
     text = (f"Probe on {section.get('k', '?')} neurons; label: {section.get('label', '?')}; judge: "
             f"{section.get('judge', '?')}; trained on {fmt(train.get('datasets'))} (n = {train.get('n', '?')}).")
-    return [note(text), table(("neurons", "dataset", "accuracy", "F1", "n", "positives"), rows)]
+    blocks = [note(text), table(("neurons", "dataset", "accuracy", "95% CI", "F1", "n", "positives"), rows)]
+    paired = [(pair, dataset, t.get("only_first"), t.get("only_second"), t.get("p_value"))
+              for pair, by_dataset in (section.get("paired") or {}).items() if isinstance(by_dataset, Mapping)
+              for dataset, t in by_dataset.items() if isinstance(t, Mapping)]
+    if paired:
+        blocks.append(table(("probes", "dataset", "right only first", "right only second", "p (exact McNemar)"),
+                            paired, "Paired tests on the same prompts"))
+    return blocks
 
 
 RUN_COLUMNS = ("method", "n_docs", "steps", "trained_entries", "trained_fraction", "optimizer_state_bytes",

@@ -4,7 +4,9 @@ generation.
 Features are the activations of the top-k neurons at the last prompt token. A standardised,
 L2-regularised logistic regression (scikit-learn's ``StandardScaler`` + ``LogisticRegression`` in a ``Pipeline``,
 L-BFGS in float64, so it is deterministic) predicts whether the model's own greedy answer was judged harmful. It is
-compared with the same probe on random neurons (same per-layer counts) and with the majority class.
+compared with the same probe on random neurons (same per-layer counts) and with the majority class, by an exact
+McNemar test on per-prompt correctness. A degenerate answer (the three-way judge's third verdict) is neither safe nor
+unsafe, so it is left out of training and testing by default.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class SafeguardConfig:
     batch_size: int = 16
     seed: int = 0
     system_prompt: str | None = None
+    drop_degenerate: bool = True
 
 
 @torch.no_grad()
@@ -82,26 +85,49 @@ def predict(model, x: torch.Tensor) -> torch.Tensor:
 
 
 def classification_metrics(pred: torch.Tensor, y: torch.Tensor) -> dict:
-    """Accuracy and F1 of the positive (unsafe) class."""
+    """Accuracy (with its 95% Wilson interval, as a fraction) and F1 of the positive (unsafe) class."""
+    from .significance import wilson_interval
+
     pred, y = pred.bool(), y.bool()
     tp = int((pred & y).sum())
     fp, fn = int((pred & ~y).sum()), int((~pred & y).sum())
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
-    return {"accuracy": round(float((pred == y).double().mean()), 4), "f1": round(f1, 4), "n": len(y),
-            "positives": int(y.sum())}
+    correct = int((pred == y).sum())
+    low, high = wilson_interval(correct, len(y))
+    return {"accuracy": round(correct / len(y), 4) if len(y) else None, "ci95": [round(low / 100, 4),
+            round(high / 100, 4)], "f1": round(f1, 4), "n": len(y), "positives": int(y.sum())}
 
 
-def evaluate_probe(train: tuple[torch.Tensor, torch.Tensor], tests: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-                   l2: float) -> dict:
-    """Fit on the train set; metrics on each test set."""
+def probe_predictions(train: tuple[torch.Tensor, torch.Tensor], tests: Mapping[str, torch.Tensor],
+                      l2: float) -> dict[str, torch.Tensor]:
+    """Fit on the train set; the probe's calls on each test set."""
     model = fit_logistic(*train, l2=l2)
-    return {name: classification_metrics(predict(model, x), y) for name, (x, y) in tests.items()}
+    return {name: predict(model, x) for name, x in tests.items()}
+
+
+def majority_predictions(y_train: torch.Tensor, tests: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The training majority class everywhere (each test set given by its labels, for its length)."""
+    majority = bool(y_train.double().mean() >= 0.5)
+    return {name: torch.full_like(y, majority, dtype=torch.bool) for name, y in tests.items()}
 
 
 def majority_baseline(y_train: torch.Tensor, tests: Mapping[str, torch.Tensor]) -> dict:
     """Predict the training majority class everywhere."""
-    majority = bool(y_train.double().mean() >= 0.5)
-    return {name: classification_metrics(torch.full_like(y, majority, dtype=torch.bool), y) for name, y in tests.items()}
+    return {name: classification_metrics(pred, tests[name])
+            for name, pred in majority_predictions(y_train, tests).items()}
+
+
+def paired_accuracy_tests(calls: Mapping[str, Mapping[str, torch.Tensor]], labels: Mapping[str, torch.Tensor],
+                          first: str = "safety") -> dict:
+    """Exact McNemar on per-prompt correctness: the ``first`` selection's probe against every other, per test set."""
+    from .significance import mcnemar_exact
+
+    out = {}
+    for other in (name for name in calls if name != first):
+        out[f"{first}_vs_{other}"] = {
+            t: mcnemar_exact((calls[first][t] == y).tolist(), (calls[other][t] == y).tolist())
+            for t, y in labels.items()}
+    return out
 
 
 def unsafe_labels(table) -> torch.Tensor:
@@ -109,6 +135,26 @@ def unsafe_labels(table) -> torch.Tensor:
     harmful = table.column("harmful").to_pylist()
     labels = table.column("label").to_pylist()
     return torch.tensor([bool(h) and lab == "harmful" for h, lab in zip(harmful, labels)])
+
+
+def coherent_rows(table):
+    """The rows whose answer is language: a degenerate answer is neither safe nor unsafe, so it labels nothing."""
+    if "degenerate" not in table.column_names:
+        return table
+    import pyarrow.compute as pc
+
+    return table.filter(pc.invert(pc.fill_null(table.column("degenerate"), False)))
+
+
+def labelled_prompts(tables: Sequence, origin: str, drop_degenerate: bool = True) -> tuple[list[str], torch.Tensor, int]:
+    """Prompts, unsafe labels and the count of degenerate rows left out, over scored tables read from ``origin``."""
+    kept = [coherent_rows(t) for t in tables] if drop_degenerate else list(tables)
+    if not sum(t.num_rows for t in kept):
+        raise ValueError(f"safeguard: every answer in {origin} is degenerate, so no row carries a label "
+                         "(set safeguard.drop_degenerate: false to label them safe)")
+    prompts = [p for t in kept for p in t.column("prompt").to_pylist()]
+    dropped = sum(t.num_rows for t in tables) - sum(t.num_rows for t in kept)
+    return prompts, torch.cat([unsafe_labels(t) for t in kept]), dropped
 
 
 def safeguard_files(ckpt, index_path, train_scored: Sequence[str], test_scored: Mapping[str, str],
@@ -124,25 +170,29 @@ def safeguard_files(ckpt, index_path, train_scored: Sequence[str], test_scored: 
     safety = full.top(resolve_k(cfg.k, len(full)))
     selections = {"safety": safety, "random": safety.random_like(cfg.seed)}
 
-    def load(paths):
-        tables = [read_table(p) for p in paths]
-        prompts = [p for t in tables for p in t.column("prompt").to_pylist()]
-        return prompts, torch.cat([unsafe_labels(t) for t in tables])
-
-    train_prompts, y_train = load(train_scored)
+    load = lambda paths: labelled_prompts([read_table(p) for p in paths], ", ".join(map(str, paths)),  # noqa: E731
+                                          cfg.drop_degenerate)
+    train_prompts, y_train, train_dropped = load(train_scored)
     tests = {name: load([path]) for name, path in test_scored.items()}
     from pathlib import Path
 
     out = {"k": len(safety), "train": {"datasets": [Path(p).stem for p in train_scored], "n": len(y_train),
-                                       "positives": int(y_train.sum())},
-           "label": "the model's own greedy answer to a harmful prompt judged harmful",
-           "judge": read_table(train_scored[0]).column("judge")[0].as_py()}
+                                       "positives": int(y_train.sum()), "degenerate_dropped": train_dropped},
+           "label": "the model's own greedy answer to a harmful prompt judged harmful"
+                    + (" (degenerate answers left out)" if cfg.drop_degenerate else " (degenerate answers count as safe)"),
+           "judge": read_table(train_scored[0]).column("judge")[0].as_py(),
+           "test": {t: {"n": len(y), "positives": int(y.sum()), "degenerate_dropped": d}
+                    for t, (_, y, d) in tests.items()}}
     layers = sorted({l for index in selections.values() for l in index.layer.tolist()})
     acts = lambda prompts: last_prompt_activations(model, tok, prompts, layers, cfg.batch_size, cfg.system_prompt)  # noqa: E731
     train_acts = acts(train_prompts)
-    test_acts = {t: (acts(p), y) for t, (p, y) in tests.items()}
-    for name, index in selections.items():  # one forward per prompt set serves every selection
-        out[name] = evaluate_probe((index_features(train_acts, index), y_train),
-                                   {t: (index_features(a, index), y) for t, (a, y) in test_acts.items()}, cfg.l2)
-    out["majority"] = majority_baseline(y_train, {t: y for t, (_, y) in tests.items()})
+    test_acts = {t: acts(p) for t, (p, _, _) in tests.items()}
+    labels = {t: y for t, (_, y, _) in tests.items()}
+    calls = {name: probe_predictions((index_features(train_acts, index), y_train),
+                                     {t: index_features(a, index) for t, a in test_acts.items()}, cfg.l2)
+             for name, index in selections.items()}  # one forward per prompt set serves every selection
+    calls["majority"] = majority_predictions(y_train, labels)
+    for name, by_set in calls.items():
+        out[name] = {t: classification_metrics(pred, labels[t]) for t, pred in by_set.items()}
+    out["paired"] = paired_accuracy_tests(calls, labels)
     return out

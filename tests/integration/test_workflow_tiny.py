@@ -120,7 +120,10 @@ def test_report_has_restore_curves_safeguard_and_neurons(workflow):
     guard = report["safeguard"]
     assert guard["k"] == 16 and guard["train"]["datasets"] == ["harmful_train", "benign_train"]
     for name in ("safety", "random", "majority"):
-        assert set(guard[name]) == {"harmful_test", "harmful_novel"}
+        assert set(guard[name]) == {"harmful_test", "harmful_novel", "advbench"}
+        assert all(m["ci95"][0] <= m["accuracy"] <= m["ci95"][1] for m in guard[name].values())
+    assert set(guard["paired"]) == {"safety_vs_random", "safety_vs_majority"}
+    assert all(guard["test"][t]["n"] + guard["test"][t]["degenerate_dropped"] == 6 for t in guard["test"])
     contrast = report["neurons"]["contrast"]
     assert contrast["meta"]["shape"]["num_layers"] == 2 and len(contrast["neuron2word"]) == 5
     index = pq.read_table(workflow / "results/tiny/neurons/contrast.parquet")

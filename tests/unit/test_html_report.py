@@ -70,8 +70,11 @@ def synthetic_report() -> dict:
                      "perplexity": {"dataset": "benign_test", "aligned": {"perplexity": 12.5, "texts": 20}}},
         "safeguard": {"k": 12, "judge": "refusal_matcher", "label": "own answer judged harmful",
                       "train": {"datasets": ["harmful_train"], "n": 32, "positives": 16},
-                      "safety": {"harmful_test": {"accuracy": 0.8125, "f1": 0.8, "n": 20, "positives": 15}},
-                      "random": {"harmful_test": {"accuracy": 0.6, "f1": 0.7, "n": 20, "positives": 15}}},
+                      "safety": {"harmful_test": {"accuracy": 0.8125, "ci95": [0.6, 0.93], "f1": 0.8, "n": 20,
+                                                  "positives": 15}},
+                      "random": {"harmful_test": {"accuracy": 0.6, "f1": 0.7, "n": 20, "positives": 15}},
+                      "paired": {"safety_vs_random": {"harmful_test": {"only_first": 7, "only_second": 3,
+                                                                       "p_value": 0.3438}}}},
         "sntune": {"neurons": {"safety": safety, "foundation": plnd_counts({"mlp": [2, 1, 1, 1], "q": [1, 0, 0, 1]}),
                                "rsn": plnd_counts({"mlp": [1, 0, 3, 5], "q": [0, 0, 2, 1]})},
                    "neurons_meta": {"dataset": "harmful_train", "n_docs": 6, "variant": "aligned"},
@@ -337,7 +340,8 @@ def test_the_deactivation_table_shows_each_control_test(page):
 def test_tables_carry_n_ci_and_the_section_figures(page):
     assert "<td>2.5–27.5</td>" in page  # aligned harmful_novel 15 +- 12.5: evaluation CI
     assert '<td class="num">0.0123</td>' in page  # patching McNemar p-value
-    assert '<td class="num">0.8125</td>' in page  # safeguard accuracy
+    assert '<td class="num">0.8125</td><td>0.6–0.93</td>' in page  # safeguard accuracy and its interval
+    assert "<td>safety_vs_random</td><td>harmful_test</td>" in page and '<td class="num">0.3438</td>' in page
     assert "<td>deact_safety</td>" in page and "random neurons keep the per-layer counts" in page
     assert "<td class=\"num\">1.48e+05</td><td class=\"num\">525</td>" in page  # safety neurons zeroed
     assert '<td class="num">640</td>' in page  # SN-Tune trained entries

@@ -16,7 +16,8 @@ from neuronkit.models import load_variant
 from neuronkit.significance import mcnemar_exact
 from neuronkit.neurons import NeuronIndex
 from neuronkit.archs import model_shape
-from neuronkit.safeguard import classification_metrics, fit_logistic, majority_baseline, predict, unsafe_labels
+from neuronkit.safeguard import (classification_metrics, fit_logistic, labelled_prompts, majority_baseline,
+                                 majority_predictions, paired_accuracy_tests, predict, unsafe_labels)
 
 
 def test_restore_ratio_reads_on_the_safety_scale():
@@ -301,3 +302,26 @@ def test_a_benign_patching_set_reports_the_over_refusal_the_patch_brings_not_r(t
     with pytest.raises(ValueError, match="patching dataset mixed: rows must be all harmful or all benign"):
         restore_section(str(tmp_path / "u_{dataset}.parquet"), str(tmp_path / "a_{dataset}.parquet"),
                         {"mixed": nested["bad"]})
+
+
+def test_degenerate_answers_label_nothing_and_an_all_degenerate_set_is_named():
+    table = pa.table({"prompt": ["a", "b", "c", "d"], "harmful": [True, False, False, True],
+                      "label": ["harmful"] * 4, "degenerate": [False, True, None, False]})
+    prompts, labels, dropped = labelled_prompts([table], "x.parquet")
+    assert prompts == ["a", "c", "d"] and labels.tolist() == [True, False, True] and dropped == 1
+    prompts, labels, dropped = labelled_prompts([table], "x.parquet", drop_degenerate=False)
+    assert len(prompts) == 4 and dropped == 0 and labels.tolist() == [True, False, False, True]
+    broken = table.filter(pa.array([False, True, False, False]))
+    with pytest.raises(ValueError, match="every answer in broken.parquet is degenerate"):
+        labelled_prompts([broken], "broken.parquet")
+
+
+def test_probe_accuracy_carries_its_interval_and_selections_are_compared_on_the_same_prompts():
+    y = torch.tensor([True] * 8 + [False] * 2)
+    metrics = classification_metrics(y.clone(), y)
+    assert metrics["accuracy"] == 1.0 and metrics["ci95"][0] < 1.0 and metrics["ci95"][1] == 1.0
+    calls = {"safety": {"t": y.clone()}, "random": {"t": ~y}, "majority": majority_predictions(y, {"t": y})}
+    paired = paired_accuracy_tests(calls, {"t": y})
+    assert set(paired) == {"safety_vs_random", "safety_vs_majority"}
+    assert (paired["safety_vs_random"]["t"]["only_first"], paired["safety_vs_random"]["t"]["only_second"]) == (10, 0)
+    assert (paired["safety_vs_majority"]["t"]["only_first"], paired["safety_vs_majority"]["t"]["only_second"]) == (2, 0)
