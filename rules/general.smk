@@ -34,6 +34,8 @@ rule general_section:
         json="results/{model}/sections/general.json",
     log:
         "results/{model}/logs/general_section.log",
+    benchmark:
+        "results/{model}/benchmarks/general_section.tsv"
     localrule: True
     conda:
         "../envs/report.yaml"

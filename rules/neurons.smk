@@ -37,6 +37,8 @@ rule neurons_section:
         json="results/{model}/sections/neurons.json",
     log:
         "results/{model}/logs/neurons_section.log",
+    benchmark:
+        "results/{model}/benchmarks/neurons_section.tsv"
     conda:
         "../envs/model.yaml"
     threads: threads_of

@@ -6,6 +6,8 @@ rule expo:
         ckpt=directory(ckpt("{model}", "reference")),
     log:
         "results/{model}/logs/expo.log",
+    benchmark:
+        "results/{model}/benchmarks/expo.tsv"
     localrule: True
     conda:
         "../envs/model.yaml"
@@ -25,6 +27,8 @@ rule attack_mix:
         parquet="results/{model}/nlsr/mix_p{p}.parquet",
     log:
         "results/{model}/logs/attack_mix/p{p}.log",
+    benchmark:
+        "results/{model}/benchmarks/attack_mix/p{p}.tsv"
     localrule: True
     conda:
         "../envs/model.yaml"
@@ -102,6 +106,8 @@ rule nlsr:
         ckpt=directory("results/{model}/checkpoints/nlsr_p{p}"),
     log:
         "results/{model}/logs/nlsr/p{p}.log",
+    benchmark:
+        "results/{model}/benchmarks/nlsr/p{p}.tsv"
     localrule: True
     conda:
         "../envs/model.yaml"
@@ -125,6 +131,8 @@ rule nlsr_random:
         ckpt=directory("results/{model}/checkpoints/nlsr_random_p{p}"),
     log:
         "results/{model}/logs/nlsr_random/p{p}.log",
+    benchmark:
+        "results/{model}/benchmarks/nlsr_random/p{p}.tsv"
     localrule: True
     conda:
         "../envs/model.yaml"
@@ -149,6 +157,8 @@ rule nlsr_section:
         ),
     log:
         "results/{model}/logs/nlsr_section.log",
+    benchmark:
+        "results/{model}/benchmarks/nlsr_section.tsv"
     localrule: True
     conda:
         "../envs/report.yaml"

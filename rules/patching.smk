@@ -67,6 +67,8 @@ rule patching_section:
         ),
     log:
         "results/{model}/logs/patching_section.log",
+    benchmark:
+        "results/{model}/benchmarks/patching_section.tsv"
     localrule: True
     conda:
         "../envs/report.yaml"

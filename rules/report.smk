@@ -7,6 +7,8 @@ rule evaluation_section:
         json="results/{model}/sections/evaluation.json",
     log:
         "results/{model}/logs/evaluation_section.log",
+    benchmark:
+        "results/{model}/benchmarks/evaluation_section.tsv"
     localrule: True
     conda:
         "../envs/report.yaml"
@@ -26,6 +28,8 @@ rule report:
         json=report_json("{model}"),
     log:
         "results/{model}/logs/report.log",
+    benchmark:
+        "results/{model}/benchmarks/report.tsv"
     localrule: True
     conda:
         "../envs/report.yaml"

@@ -175,6 +175,8 @@ rule sntune_section:
         json="results/{model}/sections/sntune.json",
     log:
         "results/{model}/logs/sntune_section.log",
+    benchmark:
+        "results/{model}/benchmarks/sntune_section.tsv"
     localrule: True
     conda:
         "../envs/report.yaml"
