@@ -79,7 +79,17 @@ def _direct_imports(path: Path, root: Path, _mtime_ns: int, _size: int) -> froze
 
 def declared_data_files(path: Path, root: Path) -> list[Path]:
     """The package files a module says it reads (its top-level ``DATA_FILES`` tuple of string literals)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    stat = path.stat()
+    return list(_declared_data_files(path, root, stat.st_mtime_ns, stat.st_size))
+
+
+@lru_cache(maxsize=None)
+def _declared_data_files(path: Path, root: Path, _mtime_ns: int, _size: int) -> tuple[Path, ...]:
+    """``declared_data_files``, parsed once per version of the file (every rule's closure shares most modules)."""
+    text = path.read_text(encoding="utf-8")
+    if DATA_FILES not in text:
+        return ()
+    tree = ast.parse(text, filename=str(path))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == DATA_FILES for t in node.targets):
             names = ast.literal_eval(node.value)
@@ -87,8 +97,8 @@ def declared_data_files(path: Path, root: Path) -> list[Path]:
             missing = [str(f) for f in files if not f.is_file()]
             if missing:
                 raise FileNotFoundError(f"{path}: {DATA_FILES} names files that do not exist: {missing}")
-            return files
-    return []
+            return tuple(files)
+    return ()
 
 
 def import_closure(script: Path, root: Path) -> list[Path]:
