@@ -58,7 +58,11 @@ def token_nlls(model, tok, texts: Sequence[str], prompts: Sequence[str] | None =
 
 
 def example_nlls(model, examples, pad_id: int, batch_size: int = 8) -> list[tuple[float, int]]:
-    """Per tokenised example: summed next-token NLL over its labelled tokens, and their count."""
+    """Per tokenised example: summed next-token NLL over its labelled tokens, and their count.
+
+    The model projects onto the vocabulary only the positions that predict a labelled token (``logits_to_keep`` as a
+    boolean mask, transformers' public forward argument): prompt and padding positions cost no ``lm_head`` and no
+    softmax over the vocabulary."""
     import torch
 
     from .conversation import IGNORE, pad_right
@@ -67,11 +71,18 @@ def example_nlls(model, examples, pad_id: int, batch_size: int = 8) -> list[tupl
     out: list[tuple[float, int]] = []
     for start in range(0, len(examples), batch_size):
         batch = pad_right(examples[start:start + batch_size], pad_id, device)
-        with torch.no_grad():
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], -1)
         target = batch["labels"][:, 1:]
         valid = target != IGNORE
-        nll = -logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
-        out += [(float(nll[i].sum()), int(valid[i].sum())) for i in range(len(nll))]
+        keep = torch.zeros_like(batch["labels"], dtype=torch.bool)
+        keep[:, :-1] = valid
+        sums = torch.zeros(len(target), dtype=torch.float32, device=device)
+        if valid.any():
+            with torch.no_grad():
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               logits_to_keep=keep).logits.float()
+            logp = torch.log_softmax(logits.reshape(-1, logits.shape[-1]), -1)
+            nll = -logp.gather(-1, target[valid].unsqueeze(-1)).squeeze(-1)
+            sums.index_add_(0, valid.nonzero()[:, 0], nll)
+        counts = valid.sum(1)
+        out += [(float(sums[i]), int(counts[i])) for i in range(len(target))]
     return out
