@@ -12,6 +12,7 @@ unsafe, so it is left out of training and testing by default.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
@@ -111,12 +112,6 @@ def majority_predictions(y_train: torch.Tensor, tests: Mapping[str, torch.Tensor
     return {name: torch.full_like(y, majority, dtype=torch.bool) for name, y in tests.items()}
 
 
-def majority_baseline(y_train: torch.Tensor, tests: Mapping[str, torch.Tensor]) -> dict:
-    """Predict the training majority class everywhere."""
-    return {name: classification_metrics(pred, tests[name])
-            for name, pred in majority_predictions(y_train, tests).items()}
-
-
 def paired_accuracy_tests(calls: Mapping[str, Mapping[str, torch.Tensor]], labels: Mapping[str, torch.Tensor],
                           first: str = "safety") -> dict:
     """Exact McNemar on per-prompt correctness: the ``first`` selection's probe against every other, per test set."""
@@ -170,17 +165,16 @@ def safeguard_files(ckpt, index_path, train_scored: Sequence[str], test_scored: 
     safety = full.top(resolve_k(cfg.k, len(full)))
     selections = {"safety": safety, "random": safety.random_like(cfg.seed)}
 
-    load = lambda paths: labelled_prompts([read_table(p) for p in paths], ", ".join(map(str, paths)),  # noqa: E731
-                                          cfg.drop_degenerate)
-    train_prompts, y_train, train_dropped = load(train_scored)
-    tests = {name: load([path]) for name, path in test_scored.items()}
-    from pathlib import Path
-
+    train_tables = [read_table(p) for p in train_scored]
+    train_prompts, y_train, train_dropped = labelled_prompts(train_tables, ", ".join(map(str, train_scored)),
+                                                             cfg.drop_degenerate)
+    tests = {name: labelled_prompts([read_table(path)], str(path), cfg.drop_degenerate)
+             for name, path in test_scored.items()}
     out = {"k": len(safety), "train": {"datasets": [Path(p).stem for p in train_scored], "n": len(y_train),
                                        "positives": int(y_train.sum()), "degenerate_dropped": train_dropped},
            "label": "the model's own greedy answer to a harmful prompt judged harmful"
                     + (" (degenerate answers left out)" if cfg.drop_degenerate else " (degenerate answers count as safe)"),
-           "judge": read_table(train_scored[0]).column("judge")[0].as_py(),
+           "judge": train_tables[0].column("judge")[0].as_py(),
            "test": {t: {"n": len(y), "positives": int(y.sum()), "degenerate_dropped": d}
                     for t, (_, y, d) in tests.items()}}
     layers = sorted({l for index in selections.values() for l in index.layer.tolist()})

@@ -16,7 +16,7 @@ from neuronkit.models import load_variant
 from neuronkit.significance import mcnemar_exact
 from neuronkit.neurons import NeuronIndex
 from neuronkit.archs import model_shape
-from neuronkit.safeguard import (classification_metrics, fit_logistic, labelled_prompts, majority_baseline,
+from neuronkit.safeguard import (classification_metrics, fit_logistic, labelled_prompts,
                                  majority_predictions, paired_accuracy_tests, predict, unsafe_labels)
 
 
@@ -143,7 +143,8 @@ def test_a_one_class_training_set_gets_the_constant_probe():
 
 def test_majority_baseline_and_unsafe_labels():
     y_train = torch.tensor([True, True, False])
-    out = majority_baseline(y_train, {"t": torch.tensor([True, False, False, False])})
+    y_test = torch.tensor([True, False, False, False])
+    out = {t: classification_metrics(pred, y_test) for t, pred in majority_predictions(y_train, {"t": y_test}).items()}
     assert out["t"]["accuracy"] == 0.25
     table = pa.table({"harmful": [True, True, False], "label": ["harmful", "benign", "harmful"]})
     assert unsafe_labels(table).tolist() == [True, False, False]  # benign prompts are never 'unsafe'
