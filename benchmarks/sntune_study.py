@@ -26,6 +26,7 @@ SETTINGS = [
     ("benign 50, lr 3e-4", {"benign_docs": 50, "learning_rate": 0.0003}),
     ("benign 25, 8 epochs", {"benign_docs": 25, "epochs": 8}),
     ("benign 50, lr 3e-4, 8 epochs", {"benign_docs": 50, "learning_rate": 0.0003, "epochs": 8}),
+    ("massive down columns frozen (ratio 100)", {"massive_down_ratio": 100.0}),
 ]
 
 
@@ -76,6 +77,7 @@ def main() -> None:
         figures["perplexity"] = perplexity(model, tok, ppl_text)["perplexity"]
         row = {"setting": label, "overrides": overrides, "steps": summary["steps"],
                "trained_fraction": summary["trained_fraction"], "final_loss": summary["final_loss"],
+               "n_massive_down_frozen": summary["n_massive_down_frozen"],
                "seconds_per_step": round(summary["seconds_per_step"], 2), "figures": figures,
                "seconds": round(time.perf_counter() - start, 1)}
         result["rows"].append(row)

@@ -210,7 +210,7 @@ def sntune_section(plnd: str, foundation: str, summaries: Sequence[str], perplex
     for path in summaries:
         summary = read_json(path)
         keep = ("method", "n_docs", "n_benign_docs", "trained_entries", "total_params", "trained_fraction",
-                "optimizer_state_bytes", "steps", "final_loss", "trained_rows")
+                "optimizer_state_bytes", "steps", "final_loss", "trained_rows", "n_massive_down_frozen")
         tuned[Path(path).stem] = {k: summary[k] for k in keep if k in summary}
     return {
         "neurons": counts, "neurons_meta": safety.meta,

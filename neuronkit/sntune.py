@@ -73,6 +73,7 @@ class SNTuneConfig:
     benign_docs: int = 0                 # extra benign prompts with the tuned model's own answers (paper: 0)
     dtype: str = "float32"               # bf16 weights cannot absorb 1e-6-sized updates
     checkpoint_steps: int = 50           # a resumable Trainer checkpoint every N optimizer steps; 0: never
+    massive_down_ratio: float | None = None  # freeze the down column of MLP neurons this much above their layer
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -108,6 +109,7 @@ _RULES: dict[str, tuple[type, bool, float | None, bool]] = {
     "batch_size": (int, False, 1, True), "grad_accum": (int, False, 1, True), "max_length": (int, False, 2, True),
     "warmup_ratio": (float, False, 0.0, True), "max_grad_norm": (float, True, 0.0, False),
     "weight_decay": (float, False, 0.0, True), "adam_eps": (float, False, 0.0, False),
+    "massive_down_ratio": (float, True, 0.0, False),
     "max_per_matrix": (int, True, 1, True), "n_docs": (int, False, 1, True),
     "benign_docs": (int, False, 0, True), "checkpoint_steps": (int, False, 0, True), "seed": (int, False, None, True),
     "tune_gate": (bool, False, None, True), "format": (str, False, None, True), "dtype": (str, False, None, True),
@@ -191,13 +193,63 @@ def matrices_for(module: str, tune_gate: bool = False) -> tuple[str, ...]:
     return (module,)
 
 
-def plan_targets(neurons: NeuronIndex, tune_gate: bool = False) -> list[Target]:
-    """Every (layer, matrix) slice the selected neurons own, in a fixed order."""
+def plan_targets(neurons: NeuronIndex, tune_gate: bool = False,
+                 frozen_down: Mapping[int, Sequence[int]] | None = None) -> list[Target]:
+    """Every (layer, matrix) slice the selected neurons own, in a fixed order; ``frozen_down`` (layer -> MLP
+    neurons) keeps those neurons' down columns out (their up/gate rows still train)."""
     targets = []
     for module in MODULES:
         for layer, ids in neurons.by_layer(module).items():
-            targets += [Target(layer, matrix, ids) for matrix in matrices_for(module, tune_gate)]
+            for matrix in matrices_for(module, tune_gate):
+                kept = _without(ids, (frozen_down or {}).get(layer, ())) if matrix == "down" else ids
+                targets += [Target(layer, matrix, kept)] if len(kept) else []
     return targets
+
+
+def _without(ids: torch.Tensor, drop: Sequence[int]) -> torch.Tensor:
+    """``ids`` less the ones in ``drop``, order kept."""
+    return ids[~torch.isin(ids, torch.as_tensor(list(drop), dtype=ids.dtype))] if len(drop) else ids
+
+
+@torch.no_grad()
+def massive_mlp_neurons(model: torch.nn.Module, examples: Sequence[Example], neurons: NeuronIndex, ratio: float,
+                        *, pad_id: int, batch_size: int = 8) -> dict[int, list[int]]:
+    """Selected MLP neurons whose largest |h| on the training documents exceeds ``ratio`` times the median, over
+    the layer's neurons, of the mean |h| (every real token): massive activations (Sun et al. 2024), whose down
+    column would add the same vector to every prompt."""
+    layers = neurons.by_layer("mlp")
+    if not layers:
+        return {}
+    from .hooks import on_sites
+
+    device = next(model.parameters()).device
+    peak: dict[int, torch.Tensor] = {}
+    total: dict[int, torch.Tensor] = {}
+    count, mask_now = 0, []
+
+    def observe(layer: int):
+        def fn(h: torch.Tensor) -> None:
+            a = h.detach().abs().double()[mask_now[0]]  # [real tokens, neurons]
+            peak[layer] = torch.maximum(peak.get(layer, a.new_zeros(a.shape[1])), a.amax(0))
+            total[layer] = total.get(layer, a.new_zeros(a.shape[1])) + a.sum(0)
+        return fn
+
+    was_training = model.training
+    model.eval()
+    with on_sites(model, {(l, "mlp"): observe(l) for l in layers}):
+        for start in range(0, len(examples), batch_size):
+            batch = pad_right(examples[start:start + batch_size], pad_id)
+            mask_now[:] = [batch["attention_mask"].bool().to(device)]
+            model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+            count += int(batch["attention_mask"].sum())
+    model.train(was_training)
+    out = {}
+    for layer, ids in layers.items():
+        typical = float((total[layer] / max(1, count)).median())
+        hits = [int(i) for i in ids.tolist() if peak[layer][int(i)] > ratio * typical]
+        if hits:
+            out[layer] = hits
+    return out
 
 
 def linear_of(model: torch.nn.Module, layer: int, matrix: str) -> torch.nn.Linear:
@@ -507,14 +559,18 @@ def tune_model(model: torch.nn.Module, tok, index: NeuronIndex, harmful, cfg: SN
     questions, answers, n_benign = training_documents(harmful, benign, cfg)
     examples = build_examples(tok, questions, answers, cfg.format, cfg.max_length)
     torch.manual_seed(cfg.seed)
-    deltas = NeuronDeltas(model, plan_targets(neurons, cfg.tune_gate))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    frozen = ({} if cfg.massive_down_ratio is None
+              else massive_mlp_neurons(model, examples, neurons, cfg.massive_down_ratio, pad_id=pad_id))
+    deltas = NeuronDeltas(model, plan_targets(neurons, cfg.tune_gate, frozen))
     if work_dir is not None:
         work_dir = prepared_resume_dir(work_dir, run_fingerprint(cfg, neurons, examples, run_id))
     result = train_deltas(model, deltas, examples, cfg, pad_id=pad_id, progress=progress, work_dir=work_dir,
                           callbacks=callbacks)
     deltas.fold()
-    return _summary(model, neurons, deltas, result, examples, n_benign, foundation is not None)
+    summary = _summary(model, neurons, deltas, result, examples, n_benign, foundation is not None)
+    return {**summary, "massive_down_frozen": {str(layer): ids for layer, ids in frozen.items()},
+            "n_massive_down_frozen": sum(len(ids) for ids in frozen.values())}
 
 
 def _summary(model, neurons: NeuronIndex, deltas: NeuronDeltas, result: TrainResult,

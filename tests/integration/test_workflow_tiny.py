@@ -275,6 +275,7 @@ def test_report_has_sntune_and_nlsr_sections(workflow):
     assert set(runs) == {"sntune", "rsntune"} and 0 < runs["sntune"]["trained_fraction"] < 1
     assert runs["sntune"]["n_docs"] == 8 + 4 and runs["sntune"]["n_benign_docs"] == 4  # tiny mixes 4 benign docs
     assert runs["rsntune"]["trained_entries"] <= runs["sntune"]["trained_entries"]
+    assert runs["sntune"]["n_massive_down_frozen"] == 0  # sntune.massive_down_ratio is off by default
     assert {f["variant"] for f in sn["deactivation"]["figures"]} == {"aligned", "deact_safety", "deact_random",
                                                                       "deact_magnitude"}
     assert {(t["second"], t["dataset"]) for t in sn["deactivation"]["paired"]} == {

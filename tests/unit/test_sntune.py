@@ -14,7 +14,7 @@ from neuronkit.hooks import count_hooks
 from neuronkit.models import load_variant
 from neuronkit.neurons import NeuronIndex, NeuronIndexError
 from neuronkit.conversation import IGNORE, pad_right
-from neuronkit.sntune import (NeuronDeltas, SNTuneConfig, build_examples, linear_of,
+from neuronkit.sntune import (NeuronDeltas, SNTuneConfig, build_examples, linear_of, massive_mlp_neurons,
                               optimizer_state_bytes, pick_benign_documents, pick_documents, plan_targets,
                               save_checkpoint, select_neurons, sn_tune, sntune_stage, token_loss_sum, train_deltas,
                               training_documents, tune_model)
@@ -220,6 +220,46 @@ def test_only_selected_slices_change_and_checkpoint_reloads_exactly(tmp_path, ti
     for other in (reloaded, plain):
         got = other.state_dict()
         assert all(torch.equal(got[k], v) for k, v in after.items())
+
+
+def _with_massive_neuron(model, layer: int = 0, neuron: int = 7, scale: float = 1e3):
+    """Make one MLP neuron a massive activation: its up row scaled, so |h| grows by ``scale`` on every token."""
+    with torch.no_grad():
+        mlp_module(model, layer, "up").weight[neuron] *= scale
+
+
+def test_a_massive_neurons_down_column_stays_frozen_while_its_up_row_trains(tiny, harmful):
+    model, tok = tiny
+    _with_massive_neuron(model)
+    index = NeuronIndex([0, 0, 1], ["mlp"] * 3, [7, 4, 7], [3.0, 2.0, 1.0], {"shape": model_shape(model.config)})
+    q, r = pick_documents(harmful, 4, 0)
+    examples = build_examples(tok, q, r, "chat", 64)
+    assert massive_mlp_neurons(model, examples, index, 100.0, pad_id=tok.pad_token_id) == {0: [7]}
+    assert massive_mlp_neurons(model, examples, index, 1e7, pad_id=tok.pad_token_id) == {}
+    plan = {(t.layer, t.matrix): t.ids.tolist() for t in plan_targets(index, frozen_down={0: [7]})}
+    assert plan == {(0, "up"): [4, 7], (0, "down"): [4], (1, "up"): [7], (1, "down"): [7]}
+
+    before = _snapshot(model)
+    cfg = SNTuneConfig(**{**FAST, "modules": ("mlp",), "learning_rate": 5e-2, "massive_down_ratio": 100.0})
+    summary = tune_model(model, tok, index, harmful, cfg, progress=False)
+    after = _snapshot(model)
+    down, up = "model.layers.0.mlp.down_proj.weight", "model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(after[down][:, 7], before[down][:, 7])       # the massive neuron's column: frozen
+    assert not torch.equal(after[down][:, 4], before[down][:, 4])   # an ordinary neuron's column: trained
+    assert not torch.equal(after[up][7], before[up][7])             # the massive neuron's up row: trained
+    assert summary["n_massive_down_frozen"] == 1 and summary["massive_down_frozen"] == {"0": [7]}
+    assert summary["trained_rows"]["down"] == [1, 1] and summary["trained_rows"]["up"] == [2, 1]
+
+
+def test_without_the_ratio_every_down_column_trains(tiny, harmful):
+    model, tok = tiny
+    _with_massive_neuron(model)
+    index = NeuronIndex([0, 0], ["mlp"] * 2, [7, 4], [3.0, 2.0], {"shape": model_shape(model.config)})
+    cfg = SNTuneConfig(**{**FAST, "modules": ("mlp",), "learning_rate": 5e-2})
+    summary = tune_model(model, tok, index, harmful, cfg, progress=False)
+    assert summary["n_massive_down_frozen"] == 0 and summary["trained_rows"]["down"] == [2, 0]
+    with pytest.raises(ValueError, match="sntune.massive_down_ratio"):
+        SNTuneConfig(massive_down_ratio=0.0)
 
 
 def test_optimizer_state_is_proportional_to_trained_rows(tiny, harmful):
