@@ -1,4 +1,5 @@
-"""LoRA adapter files, read in one place: tensors and config, module names, factor keys and the delta scale.
+"""LoRA adapter files, read in one place: tensors and config, module names, factor keys and the delta scale (and
+an IA3 adapter's scales, which fused patching applies).
 
 Everything reads ``adapter_model.safetensors`` + ``adapter_config.json`` (no model is loaded, no pickle).
 
@@ -53,6 +54,35 @@ def read_adapter(adapter_dir: str | os.PathLike) -> tuple[dict[str, torch.Tensor
     if not lora_modules(tensors):
         raise AdapterError(f"{d}: no lora_A/lora_B weight pairs in {WEIGHTS}")
     return tensors, config
+
+
+def peft_type(adapter_dir: str | os.PathLike) -> str:
+    """The adapter's ``peft_type`` (LORA, IA3, ...) from its config, or an error naming the missing file."""
+    config = Path(adapter_dir) / CONFIG
+    if not config.is_file():
+        raise AdapterError(f"{adapter_dir}: expected {CONFIG} (a PEFT adapter directory)")
+    return str(json.loads(config.read_text()).get("peft_type", "LORA"))
+
+
+def ia3_scales(adapter_dir: str | os.PathLike) -> dict[str, tuple[torch.Tensor, bool]]:
+    """``module path in the base model -> (scale vector, scales the input?)`` of an IA3 adapter: a feedforward
+    module's input is scaled (down_proj: the MLP neurons), any other module's output, as peft computes them."""
+    from .artifacts import read_safetensors
+
+    d = Path(adapter_dir)
+    if peft_type(d) != "IA3" or not (d / WEIGHTS).is_file():
+        raise AdapterError(f"{d}: expected an IA3 adapter ({CONFIG} with peft_type IA3, and {WEIGHTS})")
+    feedforward = json.loads((d / CONFIG).read_text()).get("feedforward_modules") or []
+    out = {}
+    for key, tensor in read_safetensors(d / WEIGHTS).items():
+        if key.endswith(".ia3_l"):
+            module = key[: -len(".ia3_l")]
+            on_input = (re.fullmatch(feedforward, module) is not None if isinstance(feedforward, str)
+                        else any(module == f or module.endswith("." + f) for f in feedforward))
+            out[module.removeprefix(PEFT_PREFIX)] = (tensor.reshape(-1), on_input)
+    if not out:
+        raise AdapterError(f"{d}: no ia3_l scales in {WEIGHTS}")
+    return dict(sorted(out.items(), key=lambda kv: _natural_key(kv[0])))
 
 
 def write_adapter(out_dir: str | os.PathLike, tensors: Mapping[str, torch.Tensor],

@@ -192,7 +192,8 @@ def load_variant(ckpt_dir: str | os.PathLike, *, device: torch.device | None = N
 
     Every checkpoint of the chain is verified first (``manifest.verify``: its manifest and files are as written).
     Adapter stacks are applied parent first. With ``merge`` the adapters are folded into the weights (fast
-    inference); otherwise the top adapter stays a live PEFT module. ``trust_remote_code`` comes from the caller
+    inference; an IA3 scale on the MLP neurons goes onto up_proj's rows, ``move_neuron_scales_to_up``); otherwise
+    the top adapter stays a live PEFT module. ``trust_remote_code`` comes from the caller
     (default: the workflow config's setting for this model), never from ``variant.json``.
     """
     device = device or pick_device()
@@ -206,6 +207,7 @@ def load_variant(ckpt_dir: str | os.PathLike, *, device: torch.device | None = N
         with quiet_checkpointing_probe():
             model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=trainable)
         if merge:
+            move_neuron_scales_to_up(model)
             model = model.merge_and_unload()
         model.eval()
         return model, tok
@@ -214,6 +216,36 @@ def load_variant(ckpt_dir: str | os.PathLike, *, device: torch.device | None = N
     dtype = dtype if dtype != "auto" else params.get("dtype", "auto")
     remote = remote_code_allowed(var.model) if trust_remote_code is None else trust_remote_code
     return _from_pretrained(source, device, dtype, params.get("revision"), remote)
+
+
+def move_neuron_scales_to_up(peft_model) -> int:
+    """Before an IA3 merge, put each scale on down_proj's input (the MLP neurons) onto up_proj's rows, not W_down's
+    columns: the function is the same (``act(gate x) * (s * up x) = s * h``), but the patch site then carries the
+    scaled activation ``h * s``, as in the published IA3 pair, instead of a W_down change no neuron patch reaches.
+    Returns how many layers' scales moved."""
+    from peft.tuners.ia3 import IA3Layer
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from .archs import decoder_layers, mlp_module
+
+    moved = 0
+    for layer in range(len(decoder_layers(peft_model))):
+        down = mlp_module(peft_model, layer, "down")
+        if not (isinstance(down, IA3Layer) and down.is_feedforward):
+            continue
+        up = mlp_module(peft_model, layer, "up")
+        up = up.get_base_layer() if isinstance(up, BaseTunerLayer) else up
+        for name in down.active_adapters:
+            if name not in down.ia3_l:
+                continue
+            with torch.no_grad():
+                scale = down.ia3_l[name].reshape(-1)
+                up.weight.mul_(scale.to(up.weight.dtype).unsqueeze(1))
+                if up.bias is not None:
+                    up.bias.mul_(scale.to(up.bias.dtype))
+                down.ia3_l[name].fill_(1.0)
+            moved += 1
+    return moved
 
 
 def _from_pretrained(source: str, device: torch.device, dtype: str, revision: str | None, trust_remote_code: bool):

@@ -218,15 +218,16 @@ def static_patch(model_u, neurons: Neurons, value: str, *, mean: torch.Tensor | 
 # --------------------------------------------------------------------------------------- fused
 
 
-def lora_deltas(adapter_dir: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
-    """``module path -> (A, B, scale)`` of a plain LoRA adapter directory (``lora.lora_factors``: per-module alpha
-    and rank patterns honoured)."""
-    from .lora import AdapterError, lora_factors
+def guide_adapter(adapter_dir: str | Path) -> tuple[str, dict]:
+    """What A's rows add, per module: ``("LORA", path -> (A, B, scale))`` of a plain LoRA adapter (per-module alpha
+    and rank patterns honoured) or ``("IA3", path -> (scale, on the input?))``."""
+    from .lora import AdapterError, ia3_scales, lora_factors, peft_type
 
     try:
-        return lora_factors(adapter_dir)
+        kind = peft_type(adapter_dir)
+        return kind, ia3_scales(adapter_dir) if kind == "IA3" else lora_factors(adapter_dir)
     except AdapterError as err:
-        raise PatchingError(f"fused patching needs plain LoRA adapters: {err}") from None
+        raise PatchingError(f"fused patching needs plain LoRA or IA3 adapters: {err}") from None
 
 
 def adapter_chain(ckpt_dir: str | Path) -> list[Path]:
@@ -273,7 +274,7 @@ def guided_fused(model_u, adapters: list[Path], neurons: Neurons) -> Iterator[No
     if (getattr(model_u.generation_config, "num_beams", 1) or 1) > 1:
         raise PatchingError(_FUSED_BEAMS)
     device = next(model_u.parameters()).device
-    deltas = [lora_deltas(d) for d in adapters]
+    guides = [guide_adapter(d) for d in adapters]
     state: dict = {"rows": None}
     neurons = {int(l): ids.to(device) for l, ids in neurons.items() if len(ids)}
 
@@ -304,6 +305,26 @@ def guided_fused(model_u, adapters: list[Path], neurons: Neurons) -> Iterator[No
             return output
         return hook
 
+    def scale_rows(scale: torch.Tensor, on_input: bool):
+        """An IA3 scale on A's rows only: of the module's input (a pre-hook, before the site's own) or output."""
+        scale = scale.to(device)
+
+        def scaled(t: torch.Tensor) -> torch.Tensor:
+            t = t.clone()
+            t[state["rows"]:] *= scale.to(t.dtype)
+            return t
+        if on_input:
+            return "pre", lambda _module, args: (scaled(args[0]), *args[1:])
+        return "post", lambda _module, _args, output: scaled(output)
+
+    def row_hooks(kind: str, modules: dict):
+        for path, value in modules.items():
+            module = model_u.get_submodule(path)
+            if kind == "IA3":
+                yield (module, *scale_rows(*value))
+            else:
+                yield module, "post", add_delta(*value)
+
     def copy_guide_rows(layer: int, ids: torch.Tensor):
         def fn(h):
             rows = state["rows"]
@@ -314,8 +335,8 @@ def guided_fused(model_u, adapters: list[Path], neurons: Neurons) -> Iterator[No
 
     decoder = submodule(model_u, "decoder")
     with ExitStack() as stack:
-        stack.enter_context(hooked((model_u.get_submodule(path), "post", add_delta(a, b, scale))
-                                   for adapter in deltas for path, (a, b, scale) in adapter.items()))
+        # A's own adapters first: an IA3 scale on down_proj's input must act before the site copies A's neurons
+        stack.enter_context(hooked(hook for kind, modules in guides for hook in row_hooks(kind, modules)))
         stack.enter_context(on_sites(model_u, {(l, "mlp"): copy_guide_rows(l, ids) for l, ids in neurons.items()}))
         stack.enter_context(hooked([(decoder, "pre_kw", double_rows), (decoder, "post", keep_u_rows)]))
         yield

@@ -1,6 +1,9 @@
-"""Checkpoint variant names: the one place that writes and reads the poison fraction in ``attacked_p0.1``."""
+"""Checkpoint variants: the one place that writes and reads the poison fraction in ``attacked_p0.1``, and the
+adapter the site variants (``sft_mlp``, ``aligned_mlp``) train."""
 
 from __future__ import annotations
+
+from typing import Mapping, Sequence
 
 POISON_SEP = "_p"
 
@@ -24,3 +27,17 @@ def parse_variant(name: str) -> tuple[str, float | None]:
         return kind, float(p)
     except ValueError:
         raise ValueError(f"variant name {name!r}: {p!r} after {POISON_SEP!r} is not a poison fraction") from None
+
+
+# The published pair's adapter: IA3 scales on down_proj's input, i.e. one scale per MLP neuron.
+NEURON_SCALE_MODULES = ("down_proj",)
+
+
+def site_adapter(adapter: Mapping, site_modules: Sequence[str]) -> dict:
+    """The adapter of a site variant, which differs from its parent only at the MLP neurons (the patch site):
+    LoRA on ``site_modules`` (gate/up feed the neurons), or with ``kind: ia3`` the published per-neuron scale on
+    down_proj's input (``models.load_variant`` moves it onto up_proj's rows, so the site carries it)."""
+    if adapter.get("kind", "lora") == "ia3":
+        return {**adapter, "target_modules": list(NEURON_SCALE_MODULES),
+                "feedforward_modules": list(NEURON_SCALE_MODULES)}
+    return {**adapter, "target_modules": list(site_modules)}

@@ -23,7 +23,7 @@ from neuronkit.data import DatasetError, DatasetSpec, check_source, local_source
 from neuronkit.general import LOCAL_TASKS  # noqa: E402
 from neuronkit.modelspec import REMOTE_CODE_ENV, identity  # noqa: E402
 from neuronkit.preflight import check_hub_dataset, run_problems  # noqa: E402
-from neuronkit.variants import p_label, poisoned_variant  # noqa: E402
+from neuronkit.variants import p_label, poisoned_variant, site_adapter  # noqa: E402
 
 try:
     VALID = validate_config(config)
@@ -126,7 +126,7 @@ ALIGNMENT_SITES = "|_mlp"
 
 def train_params(stage_name):
     """A params callable: the stage's trainer settings; the _mlp variants train their adapter on
-    alignment.site_modules only."""
+    alignment.site_modules only (IA3: the published scale on down_proj's input, neuronkit.variants.site_adapter)."""
 
     def params(wildcards):
         section = stage(wildcards.model, stage_name)
@@ -134,7 +134,7 @@ def train_params(stage_name):
             return section
         return {
             **section,
-            "adapter": {**section["adapter"], "target_modules": list(config["alignment"]["site_modules"])},
+            "adapter": site_adapter(section["adapter"], config["alignment"]["site_modules"]),
         }
 
     return params

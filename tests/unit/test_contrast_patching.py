@@ -33,24 +33,39 @@ DECODING = {
 }
 
 
-def _lora_checkpoint(parent, out, targets, seed, **lora_kwargs):
-    """A LoRA adapter checkpoint on ``parent`` with random, non-zero factors on ``targets``."""
-    from peft import LoraConfig, get_peft_model
+def _random_adapter(parent, out, cfg, seed, fill):
+    """An adapter checkpoint on ``parent``: ``cfg``'s parameters, each drawn by ``fill(name, parameter)``."""
+    from peft import get_peft_model
 
     model, _ = load_variant(parent)
-    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False, lora_dropout=0.0,
-                     **lora_kwargs)
     torch.manual_seed(seed)
     with quiet_checkpointing_probe():
         peft_model = get_peft_model(model, cfg)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.3)
+            fill(name, p)
     peft_model.save_pretrained(str(out))
     manifest.write(out, manifest.Variant(name=out.name, model="tiny", kind="adapter", parent=str(parent),
                                          method="test"))
     return out
+
+
+def _lora_checkpoint(parent, out, targets, seed, **lora_kwargs):
+    """A LoRA adapter checkpoint on ``parent`` with random, non-zero factors on ``targets``."""
+    from peft import LoraConfig
+
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False, lora_dropout=0.0,
+                     **lora_kwargs)
+    return _random_adapter(parent, out, cfg, seed, lambda name, p: p.normal_(0, 0.3) if "lora_B" in name else None)
+
+
+def _ia3_checkpoint(parent, out, seed, targets=("down_proj",)):
+    """An IA3 checkpoint on ``parent`` with random scales; down_proj's is on its input (the MLP neurons), as
+    published, any other target's on its output."""
+    from peft import IA3Config
+
+    cfg = IA3Config(target_modules=list(targets), feedforward_modules=["down_proj"], init_ia3_weights=False)
+    return _random_adapter(parent, out, cfg, seed, lambda name, p: p.uniform_(0.0, 2.0) if "ia3_l" in name else None)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +83,14 @@ def mlp_only_pair(deep_base, tmp_path_factory):
     """U = the deep base; A = U plus LoRA on gate/up only, so A differs from U only at the patch site."""
     out = tmp_path_factory.mktemp("mlp_only") / "aligned"
     return deep_base, _lora_checkpoint(deep_base, out, ["gate_proj", "up_proj"], seed=11)
+
+
+@pytest.fixture(scope="module")
+def ia3_pair(deep_base, tmp_path_factory):
+    """The published protocol: U = SFT, A = SFT + DPO, both IA3 on down_proj (here random scales on the base)."""
+    root = tmp_path_factory.mktemp("ia3")
+    sft = _ia3_checkpoint(deep_base, root / "sft", seed=21)
+    return sft, _ia3_checkpoint(sft, root / "aligned", seed=22)
 
 
 def _decode(model, tok, enc, mode, n=8):
@@ -297,9 +320,11 @@ def test_an_identical_twin_guide_reproduces_u_under_every_decoding_mode(deep_bas
 
 @pytest.mark.parametrize("mode,patch_mode", [(m, p) for m in sorted(DECODING) for p in ("two_model", "fused")
                                              if (m, p) != ("beam", "fused")])  # fused refuses beams (below)
-def test_patching_every_neuron_from_an_a_that_differs_only_there_reproduces_a(mlp_only_pair, patch_mode, mode):
-    """A = U + LoRA on gate/up: with every MLP neuron patched, U computes exactly what A computes."""
-    base_dir, aligned_dir = mlp_only_pair
+@pytest.mark.parametrize("pair", ["mlp_only_pair", "ia3_pair"])
+def test_patching_every_neuron_from_an_a_that_differs_only_there_reproduces_a(pair, patch_mode, mode, request):
+    """A = U + LoRA on gate/up, or the published U = SFT and A = SFT + DPO, both IA3 on down_proj: with every MLP
+    neuron patched, U computes exactly what A computes."""
+    base_dir, aligned_dir = request.getfixturevalue(pair)
     u, tok = load_variant(base_dir)
     a, _ = load_variant(aligned_dir)
     enc = _enc(tok, PROMPTS)
@@ -312,6 +337,48 @@ def test_patching_every_neuron_from_an_a_that_differs_only_there_reproduces_a(ml
     with context:
         got = _decode(u, tok, enc, mode)
     assert torch.equal(got, want)
+
+
+def test_an_ia3_neuron_scale_is_loaded_at_the_patch_site_and_computes_what_peft_computes(ia3_pair):
+    """The scale goes onto up_proj's rows (W_down is the parent's), so down_proj's input is the scaled h * s."""
+    from peft import PeftModel
+
+    sft_dir, aligned_dir = ia3_pair
+    u, tok = load_variant(sft_dir)
+    a, _ = load_variant(aligned_dir)
+    enc = _enc(tok, PROMPTS)
+    with quiet_checkpointing_probe():
+        live = PeftModel.from_pretrained(load_variant(sft_dir)[0], str(aligned_dir)).eval()
+    scales = {int(n.split(".layers.")[1].split(".")[0]): p.detach().reshape(-1)
+              for n, p in live.named_parameters() if "ia3_l" in n}
+    with torch.no_grad():
+        assert torch.allclose(a(**enc).logits, live(**enc).logits, atol=1e-5)
+    for layer, scale in scales.items():
+        assert torch.equal(a.model.layers[layer].mlp.down_proj.weight, u.model.layers[layer].mlp.down_proj.weight)
+    with capture(a, mlp_sites(a)) as site_a, capture(u, mlp_sites(u)) as site_u, torch.no_grad():
+        a(**enc)
+        u(**enc)
+    assert torch.allclose(site_a[(0, "mlp")], site_u[(0, "mlp")] * scales[0], atol=1e-6)  # same input at layer 0
+    assert all(not torch.allclose(site_a[(l, "mlp")], site_u[(l, "mlp")], atol=1e-4) for l in scales)
+
+
+def test_fused_mode_applies_ia3_scales_of_any_module_as_peft_does(deep_base, tmp_path):
+    """IA3 on attention and up (output scales) and down (input scale): fused tokens equal two-model tokens."""
+    from neuronkit.patching import guide_adapter
+
+    out = _ia3_checkpoint(deep_base, tmp_path / "aligned", seed=8, targets=("k_proj", "v_proj", "up_proj", "down_proj"))
+    kind, modules = guide_adapter(out)
+    assert kind == "IA3" and {on_input for _, on_input in modules.values()} == {True, False}
+    u, tok = load_variant(deep_base)
+    a, _ = load_variant(out)
+    enc = _enc(tok, PROMPTS)
+    torch.manual_seed(2)
+    neurons = {l: torch.randperm(u.config.intermediate_size)[:32] for l in range(u.config.num_hidden_layers)}
+    with guided_two_model(u, a, neurons):
+        two = _greedy(u, tok, enc, n=8)
+    with guided_fused(u, guide_adapters(deep_base, out), neurons):
+        fused = _greedy(u, tok, enc, n=8)
+    assert torch.equal(two, fused) and not torch.equal(two, _greedy(u, tok, enc, n=8))
 
 
 def test_fused_mode_refuses_beam_search_passed_to_generate(mlp_only_pair):
@@ -421,14 +488,16 @@ def test_fused_mode_scales_each_module_as_peft_does_with_alpha_and_rank_patterns
     """An adapter whose modules have their own alpha and rank: the fused guide must use each module's scale."""
     from peft.tuners.lora import LoraLayer
 
-    from neuronkit.patching import lora_deltas
+    from neuronkit.patching import guide_adapter
 
     aligned = _lora_checkpoint(tiny_base, tmp_path / "aligned", ["gate_proj", "up_proj", "q_proj"], seed=4,
                                alpha_pattern={"up_proj": 32}, rank_pattern={"gate_proj": 2})
     peft_model, _ = load_variant(aligned, merge=False)
     expected = {name.removeprefix("base_model.model."): module.scaling["default"]
                 for name, module in peft_model.named_modules() if isinstance(module, LoraLayer)}
-    got = {path: scale for path, (_, _, scale) in lora_deltas(aligned).items()}
+    kind, modules = guide_adapter(aligned)
+    got = {path: scale for path, (_, _, scale) in modules.items()}
+    assert kind == "LORA"
     assert got == pytest.approx(expected) and len(set(got.values())) == 3  # 8/4, 32/4 and 8/2
     u, tok = load_variant(tiny_base)
     a, _ = load_variant(aligned)

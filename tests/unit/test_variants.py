@@ -17,3 +17,17 @@ def test_plain_names_have_no_fraction_and_bad_fractions_are_named():
     assert poisoned_variant("attacked", 1) == "attacked_p1.0"
     with pytest.raises(ValueError, match="attacked_pX.*not a poison fraction"):
         parse_variant("attacked_pX")
+
+
+def test_site_variants_train_lora_on_the_site_modules_or_the_published_ia3_neuron_scale():
+    """The _mlp variants differ from their parent only at the MLP neurons, whichever adapter kind is configured."""
+    from neuronkit.tune import TrainConfig
+    from neuronkit.variants import site_adapter
+
+    lora = {"kind": "lora", "r": 8, "target_modules": ["q_proj", "down_proj"]}
+    assert site_adapter(lora, ["gate_proj", "up_proj"]) == {"kind": "lora", "r": 8,
+                                                             "target_modules": ["gate_proj", "up_proj"]}
+    ia3 = site_adapter({"kind": "ia3", "target_modules": ["q_proj", "down_proj"], "feedforward_modules": []},
+                       ["gate_proj", "up_proj"])
+    peft = TrainConfig.from_config("sft", {"adapter": ia3}).adapter.peft_config()
+    assert set(peft.target_modules) == set(peft.feedforward_modules) == {"down_proj"}
