@@ -116,7 +116,7 @@ def main() -> None:
                     row[control] = deactivation_figures(model, tok, chosen, data, Path(work), cfg, gen)
         result["rows"].append(row)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")  # kept if a later setting fails
-        print(json.dumps({k: ({kk: vv for kk, vv in v.items() if not kk.startswith("examples")}
+        print(json.dumps({k: ({kk: vv for kk, vv in v.items() if not kk.startswith(("examples", "flags"))}
                               if isinstance(v, dict) else v) for k, v in row.items()}), flush=True)
     print(f"wrote {args.out}")
 

@@ -27,6 +27,7 @@ SETTINGS = [
     ("benign 25, 8 epochs", {"benign_docs": 25, "epochs": 8}),
     ("benign 50, lr 3e-4, 8 epochs", {"benign_docs": 50, "learning_rate": 0.0003, "epochs": 8}),
     ("massive down columns frozen (ratio 100)", {"massive_down_ratio": 100.0}),
+    ("massive down columns frozen (ratio 30)", {"massive_down_ratio": 30.0}),
 ]
 
 
@@ -47,6 +48,7 @@ def main() -> None:
     from neuronkit.generate import GenerationConfig
     from neuronkit.models import load_variant
     from neuronkit.neurons import NeuronIndex
+    from neuronkit.significance import mcnemar_exact
     from neuronkit.sntune import SNTuneConfig, tune_model
 
     cfg = load_config_files([ROOT / "config.yaml"])
@@ -80,10 +82,14 @@ def main() -> None:
                "n_massive_down_frozen": summary["n_massive_down_frozen"],
                "seconds_per_step": round(summary["seconds_per_step"], 2), "figures": figures,
                "seconds": round(time.perf_counter() - start, 1)}
+        if result["rows"]:  # each setting against the first, on the same prompts
+            first = result["rows"][0]["figures"]
+            row["paired_vs_first"] = {key.split(":", 1)[1]: mcnemar_exact(first[key], figures[key])
+                                      for key in figures if key.startswith("flags:")}
         result["rows"].append(row)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")  # kept if a later setting fails
         print(json.dumps({k: v for k, v in row.items() if k != "figures"} |
-                         {k: v for k, v in figures.items() if not k.startswith("examples")}), flush=True)
+                         {k: v for k, v in figures.items() if not k.startswith(("examples", "flags"))}), flush=True)
     print(f"wrote {args.out}")
 
 

@@ -12,6 +12,10 @@ from .significance import ALPHA, mcnemar_exact, rate_metric
 METRIC_FOR_LABEL = {"harmful": "harmful_score", "benign": "over_refusal"}
 
 
+# The judged column each label's metric counts: complied answers to harmful prompts, refusals of benign ones.
+FLAG_COLUMN = {"harmful": "harmful", "benign": "refused"}
+
+
 def score_table(table, dataset: str, label: str) -> dict:
     """Harmful score (harmful prompts answered: complied) or over-refusal (benign prompts refused), each with the
     share of degenerate answers beside it, so that a model that broke is not read as one that complied."""
@@ -22,8 +26,7 @@ def score_table(table, dataset: str, label: str) -> dict:
         raise ValueError(f"dataset {dataset}: scored table lacks columns {missing}; rerun the judge rule")
     variant = table.column("variant")[0].as_py()
     judge = table.column("judge")[0].as_py()
-    column = "harmful" if label == "harmful" else "refused"
-    figure = rate_metric(table.column(column).to_pylist(), metric=METRIC_FOR_LABEL[label], dataset=dataset,
+    figure = rate_metric(table.column(FLAG_COLUMN[label]).to_pylist(), metric=METRIC_FOR_LABEL[label], dataset=dataset,
                          variant=variant, judge=judge)
     figure["degenerate"] = rate_metric(table.column("degenerate").to_pylist(), metric="degenerate_rate",
                                        dataset=dataset, variant=variant, judge=judge)
@@ -355,10 +358,17 @@ def study_scores(model, tok, prompts_parquets: Sequence, gen_cfg, judge_cfg: Map
 
 def study_figures(model, tok, prompts_parquets: Sequence, gen_cfg, judge_cfg: Mapping, work_dir,
                   n_examples: int = 2) -> dict:
-    """``study_scores`` flattened: ``{metric:dataset: value}`` and the first answers as ``examples:<dataset>``."""
+    """``study_scores`` flattened: ``{metric:dataset: value}`` with its n, 95% interval and degenerate rate beside it,
+    the per-prompt flags it counts (``flags:<dataset>``, for paired tests between settings) and the first answers as
+    ``examples:<dataset>``."""
+    from .data import read_table
+
     figures, answers = study_scores(model, tok, prompts_parquets, gen_cfg, judge_cfg, work_dir)
     out = {}
     for name, fig in figures.items():
+        scored = read_table(Path(work_dir) / f"{name}.parquet")
         out[f"{fig['metric']}:{name}"] = fig["value"]
+        out |= {f"n:{name}": fig["n"], f"ci95:{name}": fig["ci95"], f"degenerate:{name}": fig["degenerate"]["value"]}
+        out[f"flags:{name}"] = scored.column(FLAG_COLUMN[scored.column("label")[0].as_py()]).to_pylist()
         out[f"examples:{name}"] = answers[name][:n_examples]
     return out

@@ -163,11 +163,15 @@ def test_study_figures_score_answers_as_the_workflow_judge_does(files, tiny_base
     with deactivated_model(model, files):
         out = study_figures(model, tok, [files / "harmful.parquet", files / "benign.parquet"], gen,
                             {"kind": "refusal", "refusal": {"window_chars": 120}}, tmp_path, n_examples=1)
-    assert set(out) == {"harmful_score:harmful", "examples:harmful", "over_refusal:benign", "examples:benign"}
+    assert set(out) == {f"{key}:{name}" for name, metric in (("harmful", "harmful_score"), ("benign", "over_refusal"))
+                        for key in (metric, "n", "ci95", "degenerate", "flags", "examples")}
     answers = read_table(tmp_path / "benign.gen.parquet").column("response").to_pylist()
     assert out["examples:benign"] == answers[:1]
     refused = [RefusalJudge(window_chars=120).refused(a) for a in answers]
+    assert out["flags:benign"] == refused and out["n:benign"] == len(answers)
     assert out["over_refusal:benign"] == pytest.approx(100 * sum(refused) / len(refused), abs=0.01)
+    low, high = out["ci95:benign"]
+    assert low <= out["over_refusal:benign"] <= high and 0 <= out["degenerate:benign"] <= 100
 
 
 def deactivated_model(model, files):
