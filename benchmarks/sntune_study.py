@@ -28,6 +28,8 @@ SETTINGS = [
     ("benign 50, lr 3e-4, 8 epochs", {"benign_docs": 50, "learning_rate": 0.0003, "epochs": 8}),
     ("massive down columns frozen (ratio 100)", {"massive_down_ratio": 100.0}),
     ("massive down columns frozen (ratio 30)", {"massive_down_ratio": 30.0}),
+    ("massive down columns frozen (ratio 100), lr 5e-4", {"massive_down_ratio": 100.0, "learning_rate": 0.0005}),
+    ("massive down columns frozen (ratio 100), 8 epochs", {"massive_down_ratio": 100.0, "epochs": 8}),
 ]
 
 
