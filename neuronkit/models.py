@@ -218,17 +218,15 @@ def load_variant(ckpt_dir: str | os.PathLike, *, device: torch.device | None = N
     return _from_pretrained(source, device, dtype, params.get("revision"), remote)
 
 
-def move_neuron_scales_to_up(peft_model) -> int:
+def move_neuron_scales_to_up(peft_model) -> None:
     """Before an IA3 merge, put each scale on down_proj's input (the MLP neurons) onto up_proj's rows, not W_down's
     columns: the function is the same (``act(gate x) * (s * up x) = s * h``), but the patch site then carries the
-    scaled activation ``h * s``, as in the published IA3 pair, instead of a W_down change no neuron patch reaches.
-    Returns how many layers' scales moved."""
+    scaled activation ``h * s``, as in the published IA3 pair, instead of a W_down change no neuron patch reaches."""
     from peft.tuners.ia3 import IA3Layer
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     from .archs import decoder_layers, mlp_module
 
-    moved = 0
     for layer in range(len(decoder_layers(peft_model))):
         down = mlp_module(peft_model, layer, "down")
         if not (isinstance(down, IA3Layer) and down.is_feedforward):
@@ -244,8 +242,6 @@ def move_neuron_scales_to_up(peft_model) -> int:
                 if up.bias is not None:
                     up.bias.mul_(scale.to(up.bias.dtype))
                 down.ia3_l[name].fill_(1.0)
-            moved += 1
-    return moved
 
 
 def _from_pretrained(source: str, device: torch.device, dtype: str, revision: str | None, trust_remote_code: bool):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from .archs import ArchSpec
+
 POISON_SEP = "_p"
 
 
@@ -29,8 +31,9 @@ def parse_variant(name: str) -> tuple[str, float | None]:
         raise ValueError(f"variant name {name!r}: {p!r} after {POISON_SEP!r} is not a poison fraction") from None
 
 
-# The published pair's adapter: IA3 scales on down_proj's input, i.e. one scale per MLP neuron.
-NEURON_SCALE_MODULES = ("down_proj",)
+# The published pair's adapter: IA3 scales on down_proj's input (the architecture table's MLP neuron site), one
+# scale per MLP neuron. Every family in the table names that projection alike.
+NEURON_SCALE_MODULES = (ArchSpec.down,)
 
 
 def site_adapter(adapter: Mapping, site_modules: Sequence[str]) -> dict:
