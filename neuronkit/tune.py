@@ -64,6 +64,7 @@ class TrainConfig:
     warmup_ratio: float = 0.0
     scheduler: str = "linear"
     weight_decay: float = 0.0
+    padding_free: bool = False                # SFT only: flatten each batch into one sequence (no pad tokens)
     seed: int = 0
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
 
@@ -76,6 +77,8 @@ class TrainConfig:
             raise ValueError("set epochs > 0 or max_steps > 0")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("batch_size and grad_accum must be >= 1")
+        if self.padding_free and self.method != "sft":
+            raise ValueError(f"padding_free applies to sft only, not {self.method!r}")
 
     @classmethod
     def from_config(cls, method: str, cfg: dict[str, Any]) -> "TrainConfig":
@@ -161,8 +164,13 @@ def _build_trainer(cfg: TrainConfig, model, tok, rows: list[dict], out_dir: Path
     if cfg.method == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        args = SFTConfig(max_length=cfg.max_length, **common)
-        return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
+        # trl enforces max_length only on padded batches; padding-free gets the same truncation from us
+        args = SFTConfig(max_length=None if cfg.padding_free else cfg.max_length, padding_free=cfg.padding_free,
+                         **common)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
+        if cfg.padding_free:
+            trainer.train_dataset = truncate_tokenized(trainer.train_dataset, cfg.max_length)
+        return trainer
     if cfg.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -183,6 +191,15 @@ def _build_trainer(cfg: TrainConfig, model, tok, rows: list[dict], out_dir: Path
     args = CPOConfig(loss_type="simpo", cpo_alpha=0.0, beta=cfg.beta, simpo_gamma=cfg.simpo_gamma,
                      max_length=cfg.max_length, **common)
     return CPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
+
+
+def truncate_tokenized(dataset, max_length: int):
+    """Tokenized SFT rows cut to their first ``max_length`` tokens, rows left without a scored token dropped: what
+    trl does to padded batches, for padding-free ones."""
+    if max(len(ids) for ids in dataset["input_ids"]) <= max_length:
+        return dataset
+    cut = dataset.map(lambda row: {"input_ids": row["input_ids"][:max_length], "labels": row["labels"][:max_length]})
+    return cut.filter(lambda row: any(label != -100 for label in row["labels"]))
 
 
 def train_adapter(parent_dir: str | os.PathLike, out_dir: str | os.PathLike, rows: list[dict], cfg: TrainConfig,

@@ -68,6 +68,13 @@ def test_the_random_control_runs_only_at_trained_poison_fractions(cfg):
         validate_config(cfg)
 
 
+def test_padding_free_batches_are_refused_for_a_preference_stage(cfg):
+    assert validate_config(copy.deepcopy(cfg))["preference"]["padding_free"] is False
+    cfg["models"]["tiny"]["overrides"]["preference"]["padding_free"] = True
+    with pytest.raises(ConfigError, match=r"preference\.padding_free \(model tiny\): .*SFT stages only"):
+        validate_config(cfg)
+
+
 def test_default_model_must_exist(cfg):
     cfg["default_model"] = "gpt5"
     with pytest.raises(ConfigError, match="default_model: 'gpt5' is not among models"):

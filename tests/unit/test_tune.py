@@ -100,3 +100,34 @@ def test_adapter_config_is_byte_identical_across_processes(tmp_path, tiny_base):
         outs.append((out / "adapter_config.json").read_bytes())
     assert outs[0] == outs[1]
     assert b'"down_proj",\n    "gate_proj"' in outs[0]  # the module list is written sorted
+
+
+def _adapter_tensors(ckpt):
+    from safetensors.torch import load_file
+
+    return load_file(str(ckpt / "adapter_model.safetensors"))
+
+
+@pytest.mark.parametrize("max_length", [512, 100, 64])  # no cut; the long row cut; it dropped
+def test_padding_free_sft_trains_the_same_adapter_as_padded_batches(tmp_path, tiny_base, max_length):
+    """Flattened batches attend only within each row (the packed-sequence mask) and truncate as trl does."""
+    prompts = PROMPTS + ["tell me a much longer story about a dragon and a castle on a hill"]
+    targets = GOOD + ["Once upon a time a dragon lived in a castle on a hill, and it was happy there for years."]
+    trained = {}
+    for free in (False, True):
+        cfg = TrainConfig(method="sft", learning_rate=5e-2, max_steps=2, batch_size=5, max_length=max_length,
+                          padding_free=free, adapter=AdapterConfig(r=2, alpha=4))
+        out = train_adapter(tiny_base, tmp_path / f"free{free}", sft_examples(prompts, targets), cfg,
+                            model_name="t", variant_name="s")
+        trained[free] = _adapter_tensors(out)
+        assert manifest.read(out).params["padding_free"] is free
+    assert trained[False].keys() == trained[True].keys()
+    moved = max((t - 0).abs().max().item() for k, t in trained[False].items() if "lora_B" in k)
+    assert moved > 1e-3  # the adapter trained, so equal tensors mean equal gradients
+    for key, padded in trained[False].items():
+        torch.testing.assert_close(trained[True][key], padded, rtol=1e-4, atol=1e-6)
+
+
+def test_padding_free_is_refused_outside_sft():
+    with pytest.raises(ValueError, match="padding_free applies to sft only"):
+        TrainConfig(method="dpo", padding_free=True)
