@@ -87,7 +87,8 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any] | None 
 def _check_sft_only_options(cfg: Mapping[str, Any]) -> None:
     """Padding-free batches exist for SFT stages only: a preference stage that asks for them is refused at load."""
     problems = [f"preference.padding_free (model {name}): padding-free batches apply to SFT stages only "
-                "(sft, nlsr.attack)" for name in cfg["models"] if stage_params(cfg, name, "preference").get("padding_free")]
+                "(sft, nlsr.attack)" for name in cfg["models"]
+                if stage_params(cfg, name, "preference").get("padding_free")]
     if problems:
         raise ConfigError("config values do not fit their stage:\n" + "\n".join("  " + p for p in problems))
 

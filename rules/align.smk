@@ -11,9 +11,9 @@ rule self_answers:
         "results/{model}/benchmarks/self_answers/{dataset}.tsv"
     conda:
         "../envs/model.yaml"
-    threads: threads_of
+    threads: inference_threads_of
     resources:
-        **model_job_resources(),
+        **model_job_resources(threads=inference_threads_of),
     params:
         gen=params_of("self_answers"),
         seed=config["seed"],

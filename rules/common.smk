@@ -91,8 +91,14 @@ def model_cfg(model):
 
 
 def threads_of(wildcards):
-    """CPU threads a model's compute jobs ask for."""
+    """CPU threads a model's training (and other) compute jobs ask for."""
     return model_cfg(wildcards.model)["threads"]
+
+
+def inference_threads_of(wildcards):
+    """CPU threads a model's forward-only jobs ask for: the same bits at any count, so fewer let more run at once."""
+    cfg = model_cfg(wildcards.model)
+    return cfg["inference_threads"] or cfg["threads"]
 
 
 def res(key):
@@ -100,12 +106,12 @@ def res(key):
     return lambda wildcards: model_cfg(wildcards.model)["resources"][key]
 
 
-def model_job_resources(gpu=True):
+def model_job_resources(gpu=True, threads=threads_of):
     """Cluster resources of a model job, all from models.<model>.resources (the SLURM profile submits them)."""
     out = {
         "mem_mb": res("mem_mb"),
         "runtime": res("runtime"),
-        "cpus_per_task": lambda wildcards: model_cfg(wildcards.model)["threads"],
+        "cpus_per_task": threads,
     }
     if gpu:
         out["gpu"] = res("gpu")

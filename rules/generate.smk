@@ -13,9 +13,9 @@ rule generate:
         variant=CHECKPOINT_VARIANTS,
     conda:
         "../envs/model.yaml"
-    threads: threads_of
+    threads: inference_threads_of
     resources:
-        **model_job_resources(),
+        **model_job_resources(threads=inference_threads_of),
     params:
         gen=params_of("generate"),
         seed=config["seed"],
@@ -37,9 +37,9 @@ rule judge:
         "results/{model}/benchmarks/judge/{variant}/{dataset}.tsv"
     conda:
         "../envs/model.yaml"
-    threads: threads_of
+    threads: inference_threads_of
     resources:
-        **model_job_resources(),
+        **model_job_resources(threads=inference_threads_of),
     params:
         judge=config["judge"],
         seed=config["seed"],
@@ -63,9 +63,9 @@ rule variant_perplexity:
         variant=CHECKPOINT_VARIANTS,
     conda:
         "../envs/model.yaml"
-    threads: threads_of
+    threads: inference_threads_of
     resources:
-        **model_job_resources(),
+        **model_job_resources(threads=inference_threads_of),
     params:
         dataset=lambda wildcards: perplexity_dataset(wildcards.model),
         seed=config["seed"],

@@ -17,9 +17,9 @@ rule contrast:
         contrast="contrast|helpful",
     conda:
         "../envs/model.yaml"
-    threads: threads_of
+    threads: inference_threads_of
     resources:
-        **model_job_resources(),
+        **model_job_resources(threads=inference_threads_of),
     params:
         contrast=contrast_params,
         seed=config["seed"],

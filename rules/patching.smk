@@ -14,9 +14,9 @@ rule patch_generate:
         "results/{model}/benchmarks/patch_generate/{selection}_k{k}/{dataset}.tsv"
     conda:
         "../envs/model.yaml"
-    threads: threads_of
+    threads: inference_threads_of
     resources:
-        **model_job_resources(),
+        **model_job_resources(threads=inference_threads_of),
     params:
         gen=params_of("generate"),
         patching=stage_keys("patching", "value", "mode", "random_seed"),
@@ -41,9 +41,9 @@ rule patch_perplexity:
         "results/{model}/benchmarks/patch_perplexity.tsv"
     conda:
         "../envs/model.yaml"
-    threads: threads_of
+    threads: inference_threads_of
     resources:
-        **model_job_resources(),
+        **model_job_resources(threads=inference_threads_of),
     params:
         patching=stage_keys("patching", "mode", "random_seed", "ppl_dataset", "k_grid"),
         k_labels=lambda wildcards: k_labels(wildcards.model),

@@ -100,9 +100,9 @@ rule deactivate_generate:
         selection=DEACTIVATION_SELECTIONS,
     conda:
         "../envs/model.yaml"
-    threads: threads_of
+    threads: inference_threads_of
     resources:
-        **model_job_resources(),
+        **model_job_resources(threads=inference_threads_of),
     params:
         gen=params_of("generate"),
         seed=config["seed"],
@@ -125,9 +125,9 @@ rule deactivation_perplexity:
         "results/{model}/benchmarks/deactivation_perplexity.tsv"
     conda:
         "../envs/model.yaml"
-    threads: threads_of
+    threads: inference_threads_of
     resources:
-        **model_job_resources(),
+        **model_job_resources(threads=inference_threads_of),
     params:
         seed=config["seed"],
         code=script_code("deactivation_perplexity"),

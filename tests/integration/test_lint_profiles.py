@@ -71,3 +71,23 @@ def test_readme_shows_the_resources_this_dry_run_requests(slurm_dry_run):
     made = resource_table.table(slurm_dry_run, resource_table.local_rules(REPO))
     readme = (REPO / "README.md").read_text()
     assert made in readme, f"update the README's table (python tools/resource_table.py):\n{made}"
+
+
+# forward-only rules: the same bits at any thread count, so they take models.<model>.inference_threads
+INFERENCE_RULES = {"self_answers", "generate", "judge", "variant_perplexity", "contrast", "patch_generate",
+                   "patch_perplexity", "deactivate_generate", "deactivation_perplexity"}
+
+
+def test_forward_only_jobs_take_the_inference_threads_and_training_jobs_the_threads(tmp_path):
+    """smollm2 (threads 2, inference_threads 1): two forward-only jobs share the 2 cores; training keeps both."""
+    wf = _copy_workflow(tmp_path)
+    proc = _run("snakemake", "-n", "--cores", "2", "results/smollm2/report.json", cwd=wf)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = resource_table.jobs_by_rule(proc.stdout)
+    assert INFERENCE_RULES <= set(jobs), sorted(INFERENCE_RULES - set(jobs))
+    for rule, lines in jobs.items():
+        want = 1 if rule in INFERENCE_RULES else 2
+        for line in lines:
+            if "cpus_per_task=" in line:
+                assert f"cpus_per_task={want}," in line, (rule, line)
+    assert all("cpus_per_task=2," in line for rule in ("sft", "preference", "sntune", "attack") for line in jobs[rule])
