@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+from statistics import median_high
 import subprocess
 import sys
 import tempfile
@@ -104,11 +105,6 @@ def wall_of_pair(kind: str, args, work: Path, together: bool) -> float:
     return time.perf_counter() - start
 
 
-def median(values: list[float]) -> float:
-    """The middle value (the upper one of an even count)."""
-    return sorted(values)[len(values) // 2]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="smollm2")
@@ -135,7 +131,7 @@ def main() -> None:
             for _ in range(args.repeats):
                 walls["in_turn_2_threads"].append(wall_of_pair(kind, args, work, together=False))
                 walls["together_1_thread"].append(wall_of_pair(kind, args, work, together=True))
-            row = {name: round(median(v), 2) for name, v in walls.items()}
+            row = {name: round(median_high(v), 2) for name, v in walls.items()}
             row["runs"] = walls
             row["together_vs_in_turn"] = round(row["together_1_thread"] / row["in_turn_2_threads"], 3)
             row["one_vs_two_threads"] = same_outputs(kind, work)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+from statistics import median_high
 import tempfile
 import time
 from pathlib import Path
@@ -61,11 +62,6 @@ def timed_steps(trainer) -> list[dict]:
     return steps
 
 
-def median(values: list[float]) -> float:
-    """The middle value (the upper one of an even count)."""
-    return sorted(values)[len(values) // 2]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="smollm2")
@@ -103,7 +99,7 @@ def main() -> None:
             census = padding_census(trainer)
             steps = timed_steps(trainer)
         seconds = [s["seconds"] for s in steps[1:]]  # the first step pays the warm-up
-        result["modes"][mode] = {"census": census, "median_seconds_per_step": round(median(seconds), 3),
+        result["modes"][mode] = {"census": census, "median_seconds_per_step": round(median_high(seconds), 3),
                                  "total_seconds": round(sum(s["seconds"] for s in steps), 2),
                                  "losses": [s.get("loss") for s in steps]}
         print(json.dumps({mode: result["modes"][mode]}), flush=True)
