@@ -34,6 +34,11 @@ def mcnemar_exact(flags_x: Sequence[bool], flags_y: Sequence[bool]) -> dict:
         raise ValueError(f"paired test needs equal lengths, got {len(flags_x)} and {len(flags_y)}")
     only_x = sum(1 for a, b in zip(flags_x, flags_y) if a and not b)
     only_y = sum(1 for a, b in zip(flags_x, flags_y) if b and not a)
+    return mcnemar_from_discordant(only_x, only_y)
+
+
+def mcnemar_from_discordant(only_x: int, only_y: int) -> dict:
+    """The exact McNemar test from its discordant counts alone: several sets' tests pool by adding them."""
     n = only_x + only_y
     p_value = round(float(binomtest(only_x, n, 0.5).pvalue), 6) if n else 1.0
     return {"test": "mcnemar_exact", "only_first": only_x, "only_second": only_y, "p_value": p_value,

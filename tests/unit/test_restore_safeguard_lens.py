@@ -13,7 +13,7 @@ from neuronkit.evaluate import restore_ratio, restore_section
 from neuronkit.perplexity import perplexity
 from neuronkit.lens import neuron2word, neuron_tokens
 from neuronkit.models import load_variant
-from neuronkit.significance import mcnemar_exact
+from neuronkit.significance import mcnemar_exact, mcnemar_from_discordant
 from neuronkit.neurons import NeuronIndex
 from neuronkit.archs import model_shape
 from neuronkit.safeguard import (classification_metrics, fit_logistic, labelled_prompts,
@@ -37,6 +37,18 @@ def test_mcnemar_exact_matches_the_binomial_tail():
     assert mcnemar_exact([True, False], [True, False])["p_value"] == 1.0
     with pytest.raises(ValueError, match="equal lengths"):
         mcnemar_exact([True], [True, False])
+
+
+def test_mcnemar_pooled_from_discordant_counts_equals_the_test_on_the_joined_sets():
+    sets = [([True] * 3 + [False] * 5, [False] * 3 + [True] + [False] * 4),
+            ([True] * 4 + [False] * 6, [False] * 4 + [False] * 6)]
+    tests = [mcnemar_exact(x, y) for x, y in sets]
+    pooled = mcnemar_from_discordant(sum(t["only_first"] for t in tests), sum(t["only_second"] for t in tests))
+    joined = mcnemar_exact(sets[0][0] + sets[1][0], sets[0][1] + sets[1][1])
+    assert pooled == joined
+    assert (pooled["only_first"], pooled["only_second"]) == (7, 1)
+    assert pooled["p_value"] < min(t["p_value"] for t in tests)  # pooling the sets' evidence sharpens the test
+    assert mcnemar_from_discordant(0, 0)["p_value"] == 1.0
 
 
 def _scored(path, flags, intervention="none", degenerate=None, label="harmful"):
