@@ -237,3 +237,20 @@ def train_attack(aligned_dir, mix_parquet, out_dir, cfg, *, model_name: str, var
                                          "parent": aligned / var.parent / manifest.FILENAME}),
         ))
     return out
+
+
+def train_downstream(parent_dir, mix_parquet, out_dir, cfg, *, model_name: str,
+                     variant_name: str = "downstream") -> Path:
+    """Later downstream fine-tuning of any checkpoint (the RSN-Tune claim: does a tuned model keep its safety?): a
+    fresh adapter of ``cfg.adapter`` trained with SFT on an attack mix (p = 0: task rows only) over the parent."""
+    from .tune import sft_examples, train_adapter
+
+    if cfg.method != "sft":
+        raise ValueError(f"downstream fine-tuning trains with SFT; got method {cfg.method!r}")
+    mix = read_table(mix_parquet)
+    if mix.num_rows == 0:
+        raise AttackDataError(f"{mix_parquet}: the downstream mix has no rows")
+    rows = sft_examples(mix.column("prompt").to_pylist(), mix.column("response").to_pylist())
+    inputs = manifest.hash_inputs({"mix": mix_parquet, "parent": Path(parent_dir) / manifest.FILENAME})
+    return train_adapter(parent_dir, out_dir, rows, cfg, model_name=model_name, variant_name=variant_name,
+                         inputs=inputs, data=mix_params(mix))

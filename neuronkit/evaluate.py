@@ -357,13 +357,13 @@ def study_scores(model, tok, prompts_parquets: Sequence, gen_cfg, judge_cfg: Map
 
 
 def study_figures(model, tok, prompts_parquets: Sequence, gen_cfg, judge_cfg: Mapping, work_dir,
-                  n_examples: int = 2) -> dict:
+                  n_examples: int = 2, base_ckpt=None) -> dict:
     """``study_scores`` flattened: ``{metric:dataset: value}`` with its n, 95% interval and degenerate rate beside it,
     the per-prompt flags it counts (``flags:<dataset>``, for paired tests between settings) and the first answers as
     ``examples:<dataset>``."""
     from .data import read_table
 
-    figures, answers = study_scores(model, tok, prompts_parquets, gen_cfg, judge_cfg, work_dir)
+    figures, answers = study_scores(model, tok, prompts_parquets, gen_cfg, judge_cfg, work_dir, base_ckpt=base_ckpt)
     out = {}
     for name, fig in figures.items():
         scored = read_table(Path(work_dir) / f"{name}.parquet")

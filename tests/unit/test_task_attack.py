@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from neuronkit import manifest
 from neuronkit.attack import (P_GRID, AttackDataError, MixConfig, attack_mix_file, build_attack_mix, mix_params,
-                              train_attack)
+                              train_attack, train_downstream)
 from neuronkit.data import SCHEMA, DatasetSpec, load_dataset, read_table, write_table
 from neuronkit.significance import wilson_interval
 from neuronkit.models import load_variant
@@ -256,6 +256,30 @@ def test_attack_continues_the_aligned_adapter(tmp_path, tiny_base):
         train_attack(aligned, mix, tmp_path / "bad", _train_cfg(method="dpo"), model_name="tiny")
     with pytest.raises(ValueError, match="lost its answer to truncation at max_length=8"):
         train_attack(aligned, mix, tmp_path / "bad", _train_cfg(max_length=8), model_name="tiny")
+
+
+def test_downstream_tuning_trains_a_fresh_adapter_over_a_full_checkpoint(tmp_path, tiny_base):
+    from neuronkit.sntune import save_checkpoint
+
+    model, tok = load_variant(tiny_base)
+    full = save_checkpoint(model, tok, tmp_path / "tuned", manifest.Variant(
+        name="sntune", model="tiny", kind="full", method="sntune", parent="../base"))
+    mix = _mix_on_disk(tmp_path)
+    out = train_downstream(full, mix, tmp_path / "downstream", _train_cfg(learning_rate=1e-2, seed=3),
+                           model_name="tiny")
+    var = manifest.read(out)
+    assert (var.kind, var.method, var.name) == ("adapter", "sft", "downstream")
+    assert (out / var.parent).resolve() == full.resolve() and set(var.inputs) == {"mix", "parent"}
+    assert (var.params["data"]["n"], var.params["data"]["n_harmful"]) == (8, 2)
+    assert not torch.allclose(_logits(out), _logits(full), atol=1e-5)     # loads as the tuned model + the adapter
+    again = train_downstream(full, mix, tmp_path / "again", _train_cfg(learning_rate=1e-2, seed=3), model_name="tiny")
+    assert (again / "adapter_model.safetensors").read_bytes() == (out / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="trains with SFT"):
+        train_downstream(full, mix, tmp_path / "bad", _train_cfg(method="dpo"), model_name="tiny")
+    empty = tmp_path / "empty.parquet"
+    write_table(read_table(mix).slice(0, 0), empty)
+    with pytest.raises(AttackDataError, match="empty.parquet: the downstream mix has no rows"):
+        train_downstream(full, empty, tmp_path / "bad", _train_cfg(), model_name="tiny")
 
 
 def _mix_on_disk(tmp_path):
