@@ -2,7 +2,7 @@
 over-refusal, and does the tuned model keep its safety through later downstream fine-tuning (the RSN-Tune claim)?
 
 Run: .venv/bin/python benchmarks/sntune_study.py [--model smollm2] [--settings 0 2] [--threads 2]
-     [--plnd positions=document selection=specific] [--rsn] [--sets harmful_test advbench benign_test xstest_safe]
+     [--plnd positions=document selection=specific | --index PATH] [--rsn] [--sets harmful_test advbench benign_test xstest_safe]
      [--downstream] [--out benchmarks/out/sntune_study.json]
 Needs the workflow's SN-Tune inputs (`snakemake results/<model>/checkpoints/sntune` first): the parent checkpoint,
 the PLND index, the prepared datasets, the base model's benign self-answers and, with --downstream, the NLSR p = 0
@@ -54,6 +54,7 @@ SETTINGS = [
     ("benign_align 200", {"benign_dataset": "benign_align", "benign_docs": 200}),
     ("benign_align 100, lr 1e-4", {"benign_dataset": "benign_align", "benign_docs": 100, "learning_rate": 0.0001}),
     ("benign_align 200, lr 5e-4", {"benign_dataset": "benign_align", "benign_docs": 200, "learning_rate": 0.0005}),
+    ("no per-matrix cap", {"max_per_matrix": None}),  # with --index of every neuron: the sanity case
 ]
 STAGE_KEYS = ("variant", "dataset", "benign_dataset")  # what the sntune rule reads beside SNTuneConfig
 
@@ -110,6 +111,24 @@ def neuron_sets(cfg: dict, model: str, overrides: dict, rsn: bool) -> tuple[Path
     return safety, detected("plnd_foundation", plnd["foundation_dataset"]) if rsn else None, plnd
 
 
+def every_neuron_index(ckpt: Path) -> Path:
+    """The sanity case's neuron set: every MLP neuron and q/k/v dim of the model (SN-Tune's modules), cached."""
+    import torch
+    from transformers import AutoConfig
+
+    from neuronkit.archs import model_shape
+    from neuronkit.neurons import NeuronIndex
+    from neuronkit.sntune import PAPER_MODULES
+
+    out = CACHE / "every_neuron.parquet"
+    if not out.exists():
+        shape = model_shape(AutoConfig.from_pretrained(ckpt))
+        scores = {m: torch.ones(shape["num_layers"], int(n)) for m, n in shape["sites"].items() if m in PAPER_MODULES}
+        CACHE.mkdir(parents=True, exist_ok=True)
+        NeuronIndex.from_scores(scores, {"method": "every_neuron", "shape": shape}).write(out)
+    return out
+
+
 def score(model, tok, sets: list[Path], gen, cfg: dict, base: Path, ppl_text: list[str]) -> dict:
     """Answers judged as the workflow judges them, plus the benign prompts' perplexity."""
     from neuronkit.evaluate import study_figures
@@ -160,6 +179,7 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", type=int, help="indices into SETTINGS (default: all)")
     ap.add_argument("--plnd", nargs="+", default=[], metavar="KEY=VALUE",
                     help="re-detect the safety set with these plnd stage overrides (e.g. positions=document)")
+    ap.add_argument("--index", help="tune this neuron index instead; 'every': every neuron (the sanity case)")
     ap.add_argument("--rsn", action="store_true", help="RSN-Tune: subtract the foundation set, as the rsntune rule")
     ap.add_argument("--sets", nargs="+", default=["harmful_test", "benign_test"], help="prepared datasets to score")
     ap.add_argument("--downstream", action="store_true",
@@ -180,8 +200,12 @@ def main() -> None:
     configured = stage_params(cfg, args.model, "sntune")
     gen = GenerationConfig(seed=cfg["seed"], **stage_params(cfg, args.model, "generate"))
     data, results = ROOT / "results" / "data", ROOT / "results" / args.model
-    base = results / "checkpoints" / "base"
+    base, parent = results / "checkpoints" / "base", results / "checkpoints" / configured["variant"]
     index_path, foundation_path, plnd = neuron_sets(cfg, args.model, parse_overrides(args.plnd), args.rsn)
+    if args.index:
+        if args.plnd:
+            raise SystemExit("--index and --plnd both name the neuron set; give one")
+        index_path = every_neuron_index(parent) if args.index == "every" else Path(args.index)
     index = NeuronIndex.read(index_path)
     foundation = NeuronIndex.read(foundation_path) if foundation_path else None
     sets = [data / f"{name}.parquet" for name in args.sets]
@@ -189,7 +213,6 @@ def main() -> None:
     if missing:
         raise SystemExit(f"--sets: not prepared yet: {', '.join(missing)} (run snakemake for them first)")
     ppl_text = read_table(data / "benign_test.parquet").column("prompt").to_pylist()
-    parent = results / "checkpoints" / configured["variant"]
     chosen = [SETTINGS[i] for i in args.settings] if args.settings else SETTINGS
     result = {"model": args.model, "machine": platform.platform(), "threads": args.threads,
               "configured": configured, "plnd": plnd, "plnd_overrides": args.plnd, "rsn": args.rsn,
