@@ -2,8 +2,8 @@
 over-refusal, and does the tuned model keep its safety through later downstream fine-tuning (the RSN-Tune claim)?
 
 Run: .venv/bin/python benchmarks/sntune_study.py [--model smollm2] [--settings 0 2] [--threads 2]
-     [--plnd positions=document selection=specific | --index PATH] [--rsn] [--sets harmful_test advbench benign_test xstest_safe]
-     [--downstream] [--out benchmarks/out/sntune_study.json]
+     [--plnd positions=document selection=specific | --index PATH|every] [--rsn]
+     [--sets harmful_test advbench benign_test xstest_safe] [--downstream] [--out benchmarks/out/sntune_study.json]
 Needs the workflow's SN-Tune inputs (`snakemake results/<model>/checkpoints/sntune` first): the parent checkpoint,
 the PLND index, the prepared datasets, the base model's benign self-answers and, with --downstream, the NLSR p = 0
 mix (`results/<model>/nlsr/mix_p0.0.parquet`).
@@ -52,8 +52,6 @@ SETTINGS = [
     # benign documents from the 256 alignment prompts with the base model's own answers (benign_train has 32)
     ("benign_align 100", {"benign_dataset": "benign_align", "benign_docs": 100}),
     ("benign_align 200", {"benign_dataset": "benign_align", "benign_docs": 200}),
-    ("benign_align 100, lr 1e-4", {"benign_dataset": "benign_align", "benign_docs": 100, "learning_rate": 0.0001}),
-    ("benign_align 200, lr 5e-4", {"benign_dataset": "benign_align", "benign_docs": 200, "learning_rate": 0.0005}),
     ("no per-matrix cap", {"max_per_matrix": None}),  # with --index of every neuron: the sanity case
 ]
 STAGE_KEYS = ("variant", "dataset", "benign_dataset")  # what the sntune rule reads beside SNTuneConfig
@@ -201,10 +199,10 @@ def main() -> None:
     gen = GenerationConfig(seed=cfg["seed"], **stage_params(cfg, args.model, "generate"))
     data, results = ROOT / "results" / "data", ROOT / "results" / args.model
     base, parent = results / "checkpoints" / "base", results / "checkpoints" / configured["variant"]
+    if args.index and args.plnd:
+        raise SystemExit("--index and --plnd both name the neuron set; give one")
     index_path, foundation_path, plnd = neuron_sets(cfg, args.model, parse_overrides(args.plnd), args.rsn)
     if args.index:
-        if args.plnd:
-            raise SystemExit("--index and --plnd both name the neuron set; give one")
         index_path = every_neuron_index(parent) if args.index == "every" else Path(args.index)
     index = NeuronIndex.read(index_path)
     foundation = NeuronIndex.read(foundation_path) if foundation_path else None

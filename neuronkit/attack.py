@@ -176,6 +176,16 @@ def mix_params(table: pa.Table) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- the attack trainer
 
+def mix_rows(mix_parquet, use: str) -> tuple[pa.Table, list[dict]]:
+    """A mix and its SFT rows; an empty mix is an error naming the file (``use``: attack or downstream)."""
+    from .tune import sft_examples
+
+    mix = read_table(mix_parquet)
+    if mix.num_rows == 0:
+        raise AttackDataError(f"{mix_parquet}: the {use} mix has no rows")
+    return mix, sft_examples(mix.column("prompt").to_pylist(), mix.column("response").to_pylist())
+
+
 def _sft_trainer(cfg, model, tok, rows: list[dict], out_dir: Path, device):
     """trl's SFT trainer on the model's live adapter (no new adapter: the factors stay comparable)."""
     from .tune import _build_trainer
@@ -210,16 +220,13 @@ def train_attack(aligned_dir, mix_parquet, out_dir, cfg, *, model_name: str, var
     """SFT of the aligned adapter on the poisoned mix; saved beside it, over the same parent (the SFT checkpoint)."""
     from .atomic import atomic_dir
     from .models import load_variant, pick_device, quiet_checkpointing_probe
-    from .tune import save_adapter, sft_examples
+    from .tune import save_adapter
 
     if cfg.method != "sft":
         raise ValueError(f"the attack trains with SFT; got method {cfg.method!r}")
     aligned, out = Path(aligned_dir), Path(out_dir)
     var, adapter_cfg = _aligned_adapter(aligned)
-    mix = read_table(mix_parquet)
-    if mix.num_rows == 0:
-        raise AttackDataError(f"{mix_parquet}: the attack mix has no rows")
-    rows = sft_examples(mix.column("prompt").to_pylist(), mix.column("response").to_pylist())
+    mix, rows = mix_rows(mix_parquet, "attack")
     device = pick_device()
     model, tok = load_variant(aligned, device=device, merge=False, trainable=True)
     model.train()
@@ -243,14 +250,11 @@ def train_downstream(parent_dir, mix_parquet, out_dir, cfg, *, model_name: str,
                      variant_name: str = "downstream") -> Path:
     """Later downstream fine-tuning of any checkpoint (the RSN-Tune claim: does a tuned model keep its safety?): a
     fresh adapter of ``cfg.adapter`` trained with SFT on an attack mix (p = 0: task rows only) over the parent."""
-    from .tune import sft_examples, train_adapter
+    from .tune import train_adapter
 
     if cfg.method != "sft":
         raise ValueError(f"downstream fine-tuning trains with SFT; got method {cfg.method!r}")
-    mix = read_table(mix_parquet)
-    if mix.num_rows == 0:
-        raise AttackDataError(f"{mix_parquet}: the downstream mix has no rows")
-    rows = sft_examples(mix.column("prompt").to_pylist(), mix.column("response").to_pylist())
+    mix, rows = mix_rows(mix_parquet, "downstream")
     inputs = manifest.hash_inputs({"mix": mix_parquet, "parent": Path(parent_dir) / manifest.FILENAME})
     return train_adapter(parent_dir, out_dir, rows, cfg, model_name=model_name, variant_name=variant_name,
                          inputs=inputs, data=mix_params(mix))
